@@ -14,7 +14,7 @@ import re
 import tomllib
 from importlib import resources
 
-__all__ = ["PACKAGES", "KINDS", "Paper", "Catalog", "CatalogError", "catalog", "load_catalog", "resolve_symbol"]
+__all__ = ["PACKAGES", "KINDS", "FIDELITY_SOURCES", "Fidelity", "Paper", "Catalog", "CatalogError", "catalog", "load_catalog", "resolve_symbol"]
 
 PACKAGES: tuple[str, ...] = (
     "optim", "gradients", "transport", "divergences", "diffusion", "inverse", "generative", "robust",
@@ -42,6 +42,7 @@ class Paper:
         summary: one line in our own words.
         api: fully qualified public symbols, e.g. ``("paperzoo.optim.ADOPT",)``; empty while planned.
         scope: empty, or a plain note where the claim runs on a scaled-down analog of the paper's experiment.
+        fidelity: what the implementation was checked against (see :class:`Fidelity`); None while planned.
     """
 
     id: int
@@ -52,6 +53,32 @@ class Paper:
     summary: str
     api: tuple[str, ...] = ()
     scope: str = ""
+    fidelity: "Fidelity | None" = None
+
+
+FIDELITY_SOURCES: tuple[str, ...] = ("paper", "official-code", "summary")
+_COMMIT = re.compile(r"@ ?[0-9a-f]{7,40}\b")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fidelity:
+    """What an implementation was checked against (DESIGN.md, Fidelity). A ``[paper.fidelity]`` table.
+
+    Attributes:
+        checked_against: ``paper`` (the paper's algorithm was read), ``official-code`` (the authors' repository
+            was read; ``source`` names it with its commit) or ``summary`` (only secondary descriptions could be
+            read: a warning to users).
+        source: what was read: the repository and commit (``github.com/owner/name @ 1a2b3c4``) and/or the paper's
+            sections and equations.
+        reference: the step-level reference the tests compare with (a package, official-code numbers kept as a
+            fixture, a closed form).
+        deviations: every known deviation from the paper or official code; empty when none is known.
+    """
+
+    checked_against: str
+    source: str
+    reference: str
+    deviations: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +168,9 @@ def load_catalog(text: str | None = None, *, check_api: bool = True, check_claim
                     if inspect.ismodule(obj):  # e.g. a package attribute shadowed by a submodule of the same name
                         problems.append(f"{where}: api symbol {symbol!r} is a module; name a function, class or "
                                         f"constant")
+        fidelity = _fidelity(entry.get("fidelity"), where, problems)
         papers.append(Paper(entry["id"], slug, entry["title"], entry["package"], entry["kind"], summary,
-                            tuple(api), entry.get("scope", "")))
+                            tuple(api), entry.get("scope", ""), fidelity))
     if check_claims:
         from paperzoo.core.registry import registered_claims
 
@@ -152,6 +180,32 @@ def load_catalog(text: str | None = None, *, check_api: bool = True, check_claim
     if problems:
         raise CatalogError("catalog.toml is invalid:\n  " + "\n  ".join(problems))
     return Catalog(tuple(papers))
+
+
+def _fidelity(raw, where: str, problems: list[str]) -> Fidelity | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: fidelity must be a table")
+        return None
+    known = {f.name for f in dataclasses.fields(Fidelity)}
+    if set(raw) - known:
+        problems.append(f"{where}: unknown fidelity field(s) {sorted(set(raw) - known)}")
+    missing = [k for k in ("checked_against", "source", "reference") if not raw.get(k)]
+    if missing:
+        problems.append(f"{where}: fidelity is missing {missing}")
+        return None
+    if raw["checked_against"] not in FIDELITY_SOURCES:
+        problems.append(f"{where}: fidelity.checked_against must be one of {list(FIDELITY_SOURCES)}, got "
+                        f"{raw['checked_against']!r}")
+    if raw["checked_against"] == "official-code" and not _COMMIT.search(raw["source"]):
+        problems.append(f"{where}: fidelity.source must name the official repository and commit "
+                        f"('github.com/owner/name @ <commit>') when checked_against is official-code")
+    deviations = raw.get("deviations", [])
+    if not isinstance(deviations, list) or not all(isinstance(d, str) and d.strip() for d in deviations):
+        problems.append(f"{where}: fidelity.deviations must be a list of non-empty strings")
+        deviations = []
+    return Fidelity(raw["checked_against"], raw["source"], raw["reference"], tuple(deviations))
 
 
 @functools.cache

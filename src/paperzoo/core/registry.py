@@ -46,6 +46,7 @@ __all__ = [
     "claim",
     "registered_claims",
     "derive_seed",
+    "claim_text_hash",
 ]
 
 Budget = Literal["smoke", "full"]
@@ -97,12 +98,16 @@ class ClaimResult:
         metrics: the method's measurements (and anything shared, such as the problem size).
         baseline: the baseline's measurements, with the same keys as ``metrics`` where they compare.
         reason: one or two sentences explaining the verdict; required for ``inconclusive``.
+        headline: one line of the decisive numbers, method vs baseline with spread (evidence rule 7).
+        control: the discriminating control's outcome (:class:`paperzoo.core.evidence.Control` as a dict).
     """
 
     verdict: Verdict
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     baseline: dict[str, Any] = dataclasses.field(default_factory=dict)
     reason: str = ""
+    headline: str = ""
+    control: dict[str, Any] | None = None
 
     def __post_init__(self):
         verdict = Verdict(self.verdict)
@@ -110,9 +115,14 @@ class ClaimResult:
             raise ValueError("verdict must be reproduced, not_reproduced or inconclusive, got 'error'")
         if verdict is Verdict.INCONCLUSIVE and not self.reason:
             raise ValueError("reason must be given when verdict is inconclusive")
+        if not isinstance(self.headline, str) or "\n" in self.headline:
+            raise ValueError(f"headline must be a single line of text, got {self.headline!r}")
         object.__setattr__(self, "verdict", verdict)
         object.__setattr__(self, "metrics", _jsonable(dict(self.metrics), "metrics"))
         object.__setattr__(self, "baseline", _jsonable(dict(self.baseline), "baseline"))
+        if self.control is not None:
+            control = self.control.as_dict() if hasattr(self.control, "as_dict") else dict(self.control)
+            object.__setattr__(self, "control", _jsonable(control, "control"))
 
     @classmethod
     def decide(
@@ -122,10 +132,27 @@ class ClaimResult:
         metrics: Mapping[str, Any],
         baseline: Mapping[str, Any] | None = None,
         reason: str = "",
+        headline: str = "",
+        control: Any = None,
     ) -> "ClaimResult":
-        """``reproduced`` when the criterion ``passed``, else ``not_reproduced``."""
+        """The verdict the criterion gives: ``reproduced`` when it ``passed``, else ``not_reproduced``.
+
+        ``control`` (a :class:`paperzoo.core.evidence.Control`) is the case the criterion must reject; when the
+        criterion passes and the control passes it too, the verdict is ``inconclusive`` ("criterion does not
+        discriminate").
+        """
         verdict = Verdict.REPRODUCED if bool(passed) else Verdict.NOT_REPRODUCED
-        return cls(verdict, dict(metrics), dict(baseline or {}), reason)
+        if control is not None and verdict is Verdict.REPRODUCED and bool(control.passed):
+            verdict = Verdict.INCONCLUSIVE
+            why = f"criterion does not discriminate: the control ({control.description}) passes it too"
+            reason = f"{why}. {reason}" if reason else why
+        return cls(verdict, dict(metrics), dict(baseline or {}), reason, headline, control)
+
+
+def claim_text_hash(statement: str, criterion: str, baseline: str) -> str:
+    """sha256 of a claim's statement, criterion and baseline (whitespace-normalised), first 16 hex digits."""
+    text = "\x1f".join(" ".join(t.split()) for t in (statement, criterion, baseline))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -204,6 +231,16 @@ class Claim:
     @property
     def id(self) -> str:
         return f"{self.slug}:{self.name}"
+
+    @property
+    def text(self) -> dict[str, str]:
+        """The pre-registered text: statement, criterion and baseline."""
+        return {"statement": self.statement, "criterion": self.criterion, "baseline": self.baseline}
+
+    @property
+    def text_hash(self) -> str:
+        """A short hash of :attr:`text`; the store keeps it with every result (evidence rule 6)."""
+        return claim_text_hash(self.statement, self.criterion, self.baseline)
 
     def run(self, ctx: ClaimContext) -> ClaimResult:
         """Run the check, with torch's intra-op thread count set to ``threads`` (restored afterwards) if given."""
