@@ -42,36 +42,57 @@ def single_thread() -> Iterator[None]:
 
 
 class DigitsSplit(NamedTuple):
-    """Standardised features ``(n, 64)`` float and labels ``(n,)`` int64 in ``[0, 10)``."""
+    """Standardised features ``(n, 64)`` float and labels ``(n,)`` int64 in ``[0, 10)``.
+
+    ``val_x``/``val_y`` are the validation split used for hyperparameter selection (None unless ``digits_split``
+    was given ``val_fraction > 0``); ``test_x``/``test_y`` are then held out for the verdict only.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
 
-def digits_split(test_fraction: float = 0.3, *, generator: torch.Generator | None = None,
+def digits_split(test_fraction: float = 0.3, *, val_fraction: float = 0.0, generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32) -> DigitsSplit:
-    """Random train/test split of scikit-learn's digits, features standardised with the training statistics."""
+    """Random train/(validation/)test split of scikit-learn's digits, standardised with the training statistics.
+
+    With ``val_fraction > 0`` a validation split of that fraction is carved out as well (for hyperparameter
+    selection), and the test split is held out for the verdict. ``val_fraction=0`` gives the same split as before.
+    """
     test_fraction = check_number("test_fraction", test_fraction, low=0.0, high=1.0, low_inclusive=False,
                                  high_inclusive=False)
+    val_fraction = check_number("val_fraction", val_fraction, low=0.0, high=1.0, high_inclusive=False)
+    if test_fraction + val_fraction >= 1.0:
+        raise ValueError(f"test_fraction + val_fraction must be < 1, got {test_fraction + val_fraction}")
     x, y = _raw_digits()
     x, y = torch.tensor(x, dtype=dtype), torch.tensor(y, dtype=torch.int64)
     order = torch.randperm(len(y), generator=generator)
     n_test = round(test_fraction * len(y))
-    te, tr = order[:n_test], order[n_test:]
+    n_val = round(val_fraction * len(y))
+    te, va, tr = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     mean, std = x[tr].mean(0), x[tr].std(0).clamp_min(1e-3)
     x = (x - mean) / std
-    return DigitsSplit(x[tr], y[tr], x[te], y[te])
+    if n_val == 0:
+        return DigitsSplit(x[tr], y[tr], x[te], y[te])
+    return DigitsSplit(x[tr], y[tr], x[te], y[te], x[va], y[va])
 
 
 class MLPResult(NamedTuple):
-    """Final losses and accuracies, and the training loss on the full training set every ``record_every`` steps."""
+    """Final losses and accuracies, and the training loss on the full training set every ``record_every`` steps.
+
+    ``val_loss``/``val_accuracy`` are NaN when the split has no validation part.
+    """
 
     train_loss: float
     test_loss: float
     test_accuracy: float
     history: list[float]
+    val_loss: float = float("nan")
+    val_accuracy: float = float("nan")
 
 
 def train_mlp(data: DigitsSplit, make_optimizer: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer], *,
@@ -101,7 +122,7 @@ def train_mlp(data: DigitsSplit, make_optimizer: Callable[[list[torch.nn.Paramet
         opt.zero_grad()
         loss = loss_fn(model(data.train_x[idx]), data.train_y[idx])
         if not torch.isfinite(loss):
-            return MLPResult(float("inf"), float("inf"), 0.0, history)
+            return _diverged(history)
         loss.backward()
         opt.step()
         if (step + 1) % record_every == 0:
@@ -112,6 +133,17 @@ def train_mlp(data: DigitsSplit, make_optimizer: Callable[[list[torch.nn.Paramet
         logits = model(data.test_x)
         test_loss = float(loss_fn(logits, data.test_y))
         acc = float((logits.argmax(1) == data.test_y).double().mean())
-    if not (torch.isfinite(torch.tensor(train_loss)) and torch.isfinite(torch.tensor(test_loss))):
-        return MLPResult(float("inf"), float("inf"), 0.0, history)
-    return MLPResult(train_loss, test_loss, acc, history)
+        val_loss = val_acc = float("nan")
+        if data.val_x is not None:
+            val_logits = model(data.val_x)
+            val_loss = float(loss_fn(val_logits, data.val_y))
+            val_acc = float((val_logits.argmax(1) == data.val_y).double().mean())
+    finite = torch.isfinite(torch.tensor([train_loss, test_loss]))
+    if not bool(finite.all()) or (data.val_x is not None and not torch.isfinite(torch.tensor(val_loss))):
+        return _diverged(history)
+    return MLPResult(train_loss, test_loss, acc, history, val_loss, val_acc)
+
+
+def _diverged(history: list[float]) -> MLPResult:
+    """A run whose loss became NaN or inf: infinite losses (it loses every comparison) and accuracy 0."""
+    return MLPResult(float("inf"), float("inf"), 0.0, history, float("inf"), 0.0)
