@@ -16,6 +16,7 @@ FAKE = "tests.core.fake_claims"
 
 def _env(tmp_path, **extra):
     env = dict(os.environ, PAPERZOO_CLAIM_MODULES=FAKE, PAPERZOO_RESULTS=str(tmp_path / "r.sqlite"),
+               PAPERZOO_EVIDENCE=str(tmp_path / "RESULTS.jsonl"),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.update(extra)
     return env
@@ -88,3 +89,34 @@ def test_list_show_report_and_error_exit(tmp_path):
 def test_bench_runs_every_benchmark_quickly(tmp_path):
     out = _cli(["bench", "--quick"], _env(tmp_path))
     assert out.returncode == 0
+
+
+def test_fresh_clone_shows_committed_verdicts_and_headlines_without_torch(tmp_path):
+    from paperzoo.core.results import ResultRow, export_jsonl
+    from paperzoo.core.sources import scan_claims
+
+    entry = scan_claims()["amsgrad:reddi_counterexample"]
+    rows = [ResultRow(f"run{s}", entry.id, entry.slug, "reproduced", {"x_final": -1.0}, {"x_final": 1.0}, "", "",
+                      2.0, s, "full", (), f"2026-12-0{s + 1}T00:00:00+00:00", headline="x -1.000 vs Adam +0.999",
+                      control={"description": "Adam", "passed": False, "metrics": {}}, claim_hash=entry.text_hash,
+                      claim_text={"criterion": entry.criterion}, git_rev="abc123") for s in (0, 1, 2)]
+    env = _env(tmp_path)
+    env.pop("PAPERZOO_CLAIM_MODULES")
+    export_jsonl(rows, tmp_path / "RESULTS.jsonl")
+    listing = _cli(["list", "--status", "reproduced"], env).stdout
+    assert "amsgrad" in listing and "1 of 318 papers" in listing
+    shown = _cli(["show", "amsgrad"], env).stdout
+    assert "reproduced (full, seeds 0, 1, 2)" in shown and "x -1.000 vs Adam +0.999" in shown
+    assert "control (rejected): Adam" in shown
+    code = ("import sys; from paperzoo.cli import app\n"
+            "try:\n    app(['list'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'paperzoo list imported torch'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_list_fits_an_80_column_terminal(tmp_path):
+    out = _cli(["list"], _env(tmp_path, COLUMNS="80")).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "Cauchy-Schwarz Divergence Information Bottleneck for Regression" in out

@@ -31,14 +31,16 @@ def test_local_pool_records_everything_and_times_out(fakes, tmp_path, monkeypatc
     monkeypatch.setenv("PAPERZOO_FAKE_SLEEP", "30")
     store = ResultsStore(tmp_path / "r.sqlite")
     seen = []
-    run, outcomes = run_claims(fakes, store=store, budget="smoke", seed=1, jobs=2, timeout=8,
-                               on_result=lambda o: seen.append(o.claim_id))
+    (run,), outcomes = run_claims(fakes, store=store, budget="smoke", seed=1, jobs=2, timeout=8,
+                                  on_result=lambda o, r: seen.append(o.claim_id))
     rows = store.results(run.run_id)
     assert set(rows) == set(seen) == {c.id for c in fakes}
     assert rows["cs-ib:fake_a_pass"].verdict == "reproduced"
     assert rows["cs-ib:fake_b_figure"].verdict == "inconclusive"
     assert rows["cs-ib:fake_c_slow"].verdict == "error" and "time-out" in rows["cs-ib:fake_c_slow"].error
     assert rows["cs-ib:fake_d_raises"].verdict == "error"
+    assert rows["cs-ib:fake_a_pass"].claim_hash == fakes[0].text_hash
+    assert rows["cs-ib:fake_a_pass"].claim_text["criterion"] == fakes[0].criterion
     assert store.get_run(run.run_id).finished is not None
     with pytest.raises(LookupError, match="no unfinished smoke run"):
         run_claims(store=store, budget="smoke", resume=True)
@@ -51,9 +53,40 @@ def test_ray_executor_runs_the_same_claims(fakes, tmp_path):
     try:
         store = ResultsStore(tmp_path / "r.sqlite")
         subset = [c for c in fakes if c.name in ("fake_a_pass", "fake_d_raises")]
-        run, _ = run_claims(subset, store=store, budget="smoke", executor="ray", jobs=1)
+        (run,), _ = run_claims(subset, store=store, budget="smoke", executor="ray", jobs=1)
         rows = store.results(run.run_id)
         assert rows["cs-ib:fake_a_pass"].verdict == "reproduced"
         assert rows["cs-ib:fake_d_raises"].verdict == "error"
     finally:
         ray.shutdown()
+
+
+def test_several_run_seeds_make_one_run_each_in_one_batch(fakes, tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    subset = [c for c in fakes if c.name == "fake_a_pass"]
+    runs, outcomes = run_claims(subset, store=store, budget="smoke", seeds=[0, 1, 2], jobs=2)
+    assert [r.seed for r in runs] == [0, 1, 2] and len({r.batch for r in runs}) == 1
+    assert {k: o.metrics["seed"] for k, o in outcomes.items()} == {("cs-ib:fake_a_pass", s): s for s in (0, 1, 2)}
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        run_claims(subset, store=store, seeds=[1, 1])
+
+
+def test_time_limit_counts_from_the_claim_start_not_the_queue(fakes, tmp_path, monkeypatch):
+    # A worker that takes longer to start than the claim's limit must not be killed for it: the limit counts from
+    # the worker's "started" message.
+    from paperzoo.core import runner
+
+    original = runner._worker_main
+
+    def slow_start(conn, *args):
+        import time
+
+        time.sleep(3)
+        original(conn, *args)
+
+    monkeypatch.setattr(runner, "_worker_main", slow_start)
+    monkeypatch.setattr(runner, "_mp_context", lambda: __import__("multiprocessing").get_context("fork"))
+    store = ResultsStore(tmp_path / "r.sqlite")
+    subset = [c for c in fakes if c.name == "fake_a_pass"]
+    (run,), _ = run_claims(subset, store=store, budget="smoke", timeout=2)
+    assert store.results(run.run_id)["cs-ib:fake_a_pass"].verdict == "reproduced"

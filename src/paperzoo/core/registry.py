@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 
 from paperzoo.core.checks import check_int
+from paperzoo.core.sources import claim_text_hash
 
 __all__ = [
     "Verdict",
@@ -147,12 +148,6 @@ class ClaimResult:
             why = f"criterion does not discriminate: the control ({control.description}) passes it too"
             reason = f"{why}. {reason}" if reason else why
         return cls(verdict, dict(metrics), dict(baseline or {}), reason, headline, control)
-
-
-def claim_text_hash(statement: str, criterion: str, baseline: str) -> str:
-    """sha256 of a claim's statement, criterion and baseline (whitespace-normalised), first 16 hex digits."""
-    text = "\x1f".join(" ".join(t.split()) for t in (statement, criterion, baseline))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def derive_seed(seed: int, *keys: object) -> int:

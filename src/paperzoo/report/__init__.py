@@ -1,44 +1,109 @@
-"""The report: a static HTML site (index of every paper, one page per paper) and ``RESULTS.md``.
+"""The report: a static HTML site (index of every paper, one page per paper), ``RESULTS.md`` and ``RESULTS.jsonl``.
 
-Both are rendered from the catalog, the claim registry and the latest stored results; nothing is typed by hand.
+All are rendered from the catalog, the claims as written in their modules, and the stored result rows (the local
+store merged with the committed ``RESULTS.jsonl``); nothing is typed by hand. Rendering needs no torch.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import html
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from paperzoo.core.catalog import Catalog, Paper
-from paperzoo.core.registry import Claim
-from paperzoo.core.results import ResultRow, RunInfo
-from paperzoo.core.status import STATUSES, paper_status
+from paperzoo.core.results import ResultRow, export_jsonl
+from paperzoo.core.sources import ClaimSource, Registration, registration
+from paperzoo.core.status import STATUSES, ClaimEvidence, claim_evidence, paper_status
 
 __all__ = ["ReportData", "render_markdown", "write_html", "write_report", "save_benchmark_output",
-           "load_benchmark_outputs"]
+           "load_benchmark_outputs", "evidence_rows", "claim_line"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ReportData:
+    """Everything the report shows.
+
+    Attributes:
+        catalog: the papers.
+        claims: the registered claims by id (:class:`paperzoo.core.sources.ClaimSource` or
+            :class:`paperzoo.core.Claim`: anything with ``slug``, ``name``, ``statement``, ``criterion``,
+            ``baseline`` and ``text_hash``).
+        rows: every stored result row (local store and committed JSONL, merged).
+        benchmarks: the latest output of each benchmark script.
+    """
+
     catalog: Catalog
-    claims: Mapping[str, Claim]
-    results: Mapping[str, ResultRow]
-    runs: Mapping[str, RunInfo]
+    claims: Mapping[str, ClaimSource]
+    rows: Sequence[ResultRow]
     benchmarks: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
-    def status(self, paper: Paper) -> str:
-        return paper_status(paper.slug, self.claims, self.results)
+    @functools.cached_property
+    def evidence(self) -> dict[str, ClaimEvidence]:
+        current = {cid: c.text_hash for cid, c in self.claims.items() if getattr(c, "text_hash", "")}
+        return {cid: ev for cid, ev in claim_evidence(self.rows, current).items() if cid in self.claims}
 
-    def claims_of(self, paper: Paper) -> list[Claim]:
-        return [c for c in self.claims.values() if c.slug == paper.slug]
+    @functools.cached_property
+    def _claims_by_slug(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for c in self.claims.values():
+            out.setdefault(c.slug, []).append(c)
+        return out
+
+    def status(self, paper: Paper) -> str:
+        return paper_status(paper.slug, [c.id for c in self.claims_of(paper)], self.evidence)
+
+    def claims_of(self, paper: Paper) -> list:
+        return self._claims_by_slug.get(paper.slug, [])
 
     def counts(self) -> dict[str, int]:
         counter = collections.Counter(self.status(p) for p in self.catalog)
         return {s: counter.get(s, 0) for s in STATUSES}
+
+    def registration(self, claim_id: str) -> Registration | None:
+        entry = self.claims.get(claim_id)
+        if not isinstance(entry, ClaimSource) or not entry.text_hash:
+            return None
+        return _registration(entry)
+
+    def runs(self) -> list[dict]:
+        """The runs behind the current evidence: run id, budget, seed, git revision, versions."""
+        seen: dict[str, dict] = {}
+        for ev in self.evidence.values():
+            for r in ev.rows:
+                seen.setdefault(r.run_id, {"run_id": r.run_id, "budget": r.budget, "seed": r.seed,
+                                           "git_rev": r.git_rev, "versions": r.versions, "first": r.finished_at})
+        return sorted(seen.values(), key=lambda d: d["first"])
+
+
+@functools.cache
+def _registration(entry: ClaimSource) -> Registration:
+    return registration(entry)
+
+
+def evidence_rows(data: ReportData) -> list[ResultRow]:
+    """The rows worth committing: every full-budget row of each claim's current evidence, and for each claim the
+    first full-budget row of every criterion text it has had (the pre-registration record)."""
+    keep: dict[tuple[str, str], ResultRow] = {}
+    by_claim: dict[str, list[ResultRow]] = {}
+    for r in data.rows:
+        if r.budget == "full":
+            by_claim.setdefault(r.claim_id, []).append(r)
+    for cid, rows in by_claim.items():
+        firsts: dict[str, ResultRow] = {}
+        for r in sorted(rows, key=lambda r: r.finished_at):
+            firsts.setdefault(r.claim_hash, r)
+        for r in firsts.values():
+            keep[(r.run_id, r.claim_id)] = r
+    for ev in data.evidence.values():
+        for r in ev.rows:
+            if r.budget == "full":
+                keep[(r.run_id, r.claim_id)] = r
+    return list(keep.values())
 
 
 def _fmt(value) -> str:
@@ -53,28 +118,63 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def claim_line(data: ReportData, claim_id: str) -> str:
+    """``verdict (full, seeds 0, 1, 2): headline`` for one claim, or its reason/error when it has no headline."""
+    ev = data.evidence.get(claim_id)
+    if ev is None:
+        return "not run"
+    row = ev.row
+    text = row.headline or row.reason or (row.error.strip().splitlines()[-1] if row.error else "")
+    prefix = "superseded: " if ev.stale else ""
+    return prefix + ev.summary() + (f": {text}" if text else "")
+
+
+def _flags(data: ReportData, claim_id: str) -> list[str]:
+    """Warnings of the pre-registration record (evidence rule 6) and a missing control (rule 3)."""
+    ev = data.evidence.get(claim_id)
+    if ev is None:
+        return []
+    flags = []
+    if ev.criterion_changed_after_full:
+        flags.append("criterion changed after its first full-budget result")
+    full = [r for r in ev.rows if r.budget == "full"]
+    if any((r.git_rev or "").endswith("-dirty") for r in full):
+        flags.append("full run on a dirty tree")
+    reg = data.registration(claim_id)
+    if full and reg is not None:
+        if reg.commit is None:
+            flags.append("criterion not committed")
+        elif min(r.finished_at for r in full) < reg.date:
+            flags.append("full run before the criterion was committed")
+    if ev.row.control is None and ev.row.verdict != "error":
+        flags.append("no discriminating control")
+    return flags
+
+
 def _headline(data: ReportData, paper: Paper) -> str:
-    """One line per paper for the tables: the claims' verdicts and reasons, shortened."""
+    """One short line per paper for the index: each claim's verdict over seeds."""
     parts = []
     for entry in data.claims_of(paper):
-        row = data.results.get(entry.id)
-        if row is None:
-            continue
-        text = row.reason or (row.error.strip().splitlines()[-1] if row.error else "")
-        parts.append(f"{entry.name}: {row.verdict}" + (f" ({text})" if text else ""))
-    line = "; ".join(parts)
-    return line if len(line) <= 220 else line[:217] + "..."
+        ev = data.evidence.get(entry.id)
+        if ev is not None:
+            parts.append(f"{entry.name}: {ev.summary()}")
+    return _short("; ".join(parts), 220)
 
 
 # Markdown ---------------------------------------------------------------------------------------------------------
 def render_markdown(data: ReportData) -> str:
-    """``RESULTS.md``: the counts, the runs behind them, and a table of every paper."""
+    """``RESULTS.md``: the counts, the runs behind them, a table of every paper and one of every claim's headline."""
     counts = data.counts()
     lines = [
         "# paperzoo results",
         "",
-        "Generated by `paperzoo report` from the results store; do not edit by hand.",
-        "Status: `planned` (no claim yet), `not_run`, or the verdict of the paper's claims in the latest run.",
+        "Generated by `paperzoo report` from the stored results (`RESULTS.jsonl`); do not edit by hand.",
+        "Status: `planned` (no claim yet), `not_run`, or the verdict of the paper's claims: the verdict their run "
+        "seeds agree on, `unstable` when they disagree.",
         "",
         "| status | papers |",
         "|---|---|",
@@ -82,18 +182,40 @@ def render_markdown(data: ReportData) -> str:
         f"| **total** | **{len(data.catalog)}** |",
         "",
     ]
-    if data.runs:
+    runs = data.runs()
+    if runs:
         lines += ["Runs behind these results:", ""]
-        for run in data.runs.values():
-            versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
-            lines.append(f"- `{run.run_id}`: budget `{run.budget}`, seed {run.seed}, started {run.started}, "
-                         f"git `{run.git_rev}`; {versions}")
+        for run in runs:
+            versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())
+            lines.append(f"- `{run['run_id']}`: budget `{run['budget']}`, seed {run['seed']}, git `{run['git_rev']}`; "
+                         f"{versions}")
         lines.append("")
     lines += ["| id | slug | title | package | kind | status | claims |", "|---|---|---|---|---|---|---|"]
     for p in data.catalog:
         title = p.title.replace("|", "\\|")
         headline = _headline(data, p).replace("|", "\\|")
         lines.append(f"| {p.id} | `{p.slug}` | {title} | {p.package} | {p.kind} | {data.status(p)} | {headline} |")
+    claimed = [c for c in data.claims.values() if c.id in data.evidence or c.slug in data.catalog]
+    if claimed:
+        lines += ["", "## Claims", "",
+                  "Each claim's verdict over run seeds, its headline (method vs baseline with spread), the outcome "
+                  "of its discriminating control, and warnings of the pre-registration record.", "",
+                  "| claim | verdict | headline | control | warnings |", "|---|---|---|---|---|"]
+        for c in sorted(claimed, key=lambda c: c.id):
+            ev = data.evidence.get(c.id)
+            if ev is None:
+                lines.append(f"| `{c.id}` | not run |  |  |  |")
+                continue
+            row = ev.row
+            control = ""
+            if row.control:
+                control = ("passes too" if row.control.get("passed") else "rejected") + ": " + row.control.get(
+                    "description", "")
+            cells = [("superseded: " if ev.stale else "") + ev.summary(),
+                     row.headline or row.reason or (row.error.strip().splitlines()[-1] if row.error else ""),
+                     control, "; ".join(_flags(data, c.id))]
+            cells = [x.replace("|", "\\|").replace("\n", " ") for x in cells]
+            lines.append(f"| `{c.id}` | " + " | ".join(cells) + " |")
     if data.benchmarks:
         lines += ["", "## Benchmarks", "",
                   "Latest full output of each script in `benchmarks/` (`paperzoo bench`); ratios are measured in one "
@@ -130,7 +252,8 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;width:100%;font-size:14px}th,td{border:1px solid #ddd;padding:4px 8px;
 text-align:left;vertical-align:top}th{background:#f3f3f3}.reproduced{color:#176f2c;font-weight:600}
-.not_reproduced{color:#a33;font-weight:600}.inconclusive{color:#a67c00;font-weight:600}.error{color:#fff;
+.not_reproduced{color:#a33;font-weight:600}.inconclusive{color:#a67c00;font-weight:600}.unstable{color:#8a2be2;
+font-weight:600}.warn{color:#a33}.error{color:#fff;
 background:#a33}.planned,.not_run{color:#888}pre{background:#f6f6f6;padding:8px;overflow-x:auto}
 img{max-width:100%;border:1px solid #eee}.meta{color:#666;font-size:13px}
 """
@@ -192,25 +315,51 @@ def _paper_page(data: ReportData, paper: Paper, figure_links: Mapping[str, list[
              f"<p>{e(paper.summary)}</p><p>API: {api}</p>"]
     if paper.scope:
         parts.append(f"<p><i>Scope:</i> {e(paper.scope)}</p>")
+    fid = paper.fidelity
+    if fid is not None:
+        devs = "".join(f"<li>{e(d)}</li>" for d in fid.deviations) or "<li>none known</li>"
+        parts.append(f"<p><i>Fidelity:</i> checked against <b>{e(fid.checked_against)}</b> ({e(fid.source)}); "
+                     f"tests compare with {e(fid.reference)}.</p><p>Known deviations:</p><ul>{devs}</ul>")
+    elif paper.api:
+        parts.append("<p class='warn'><i>Fidelity:</i> not labelled yet.</p>")
     for entry in data.claims_of(paper):
-        row = data.results.get(entry.id)
+        ev = data.evidence.get(entry.id)
         parts.append(f"<h2>Claim <code>{e(entry.name)}</code></h2><p><b>Statement.</b> {e(entry.statement)}</p>"
                      f"<p><b>Criterion (pre-registered).</b> {e(entry.criterion)}</p>"
                      f"<p><b>Baseline.</b> {e(entry.baseline)}</p>")
-        if row is None:
+        reg = data.registration(entry.id)
+        if reg is not None:
+            when = f"first committed in {e(reg.commit)} ({e(reg.date)})" if reg.commit else "not committed yet"
+            parts.append(f"<p class='meta'>Criterion text {when}.</p>")
+        if ev is None:
             parts.append("<p class='not_run'>No stored result yet.</p>")
             continue
-        parts.append(f"<p><b>Verdict:</b> <span class='{e(row.verdict)}'>{e(row.verdict)}</span>"
+        row = ev.row
+        first = ev.first_full
+        if first is not None:
+            parts.append(f"<p class='meta'>First full-budget result: {e(first.finished_at)}, git "
+                         f"{e(str(first.git_rev))}.</p>")
+        for flag in _flags(data, entry.id):
+            parts.append(f"<p class='warn'>Warning: {e(flag)}.</p>")
+        if ev.criterion_changed_after_full and first is not None and first.claim_text:
+            parts.append(f"<p class='meta'>Earlier criterion: {e(first.claim_text.get('criterion', ''))}</p>")
+        seeds = ", ".join(f"seed {r.seed}: <span class='{e(r.verdict)}'>{e(r.verdict)}</span>" for r in ev.rows)
+        parts.append(f"<p><b>Verdict:</b> <span class='{e(ev.verdict)}'>{e(ev.verdict)}</span> ({seeds})"
+                     + (" <i>(superseded: this result is of an earlier criterion)</i>" if ev.stale else "")
                      + (f" — {e(row.reason)}" if row.reason else "") + "</p>")
+        if row.headline:
+            parts.append(f"<p><b>Headline.</b> {e(row.headline)}</p>")
+        if row.control:
+            outcome = "passes the criterion too" if row.control.get("passed") else "is rejected by the criterion"
+            parts.append(f"<p><b>Control.</b> {e(row.control.get('description', ''))} {outcome}.</p>")
         parts.append(_metrics_table(row))
         if row.error:
             parts.append(f"<pre>{e(row.error)}</pre>")
         for src in figure_links.get(entry.id, []):
             parts.append(f"<p><img src='{e(src)}' alt='figure'></p>")
-        run = data.runs.get(row.run_id)
-        versions = ", ".join(f"{k} {v}" for k, v in (run.versions if run else {}).items())
+        versions = ", ".join(f"{k} {v}" for k, v in row.versions.items())
         parts.append(f"<p class='meta'>run {e(row.run_id)} · budget {e(row.budget)} · seed {row.seed} · "
-                     f"{row.duration:.1f} s · finished {e(row.finished_at)} · git {e(str(run.git_rev if run else ''))}"
+                     f"{row.duration:.1f} s · finished {e(row.finished_at)} · git {e(str(row.git_rev))}"
                      f" · {e(versions)}</p>")
     return _page(paper.slug, "".join(parts), root="../")
 
@@ -220,7 +369,8 @@ def write_html(data: ReportData, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     (out / "papers").mkdir(parents=True, exist_ok=True)
     figure_links: dict[str, list[str]] = {}
-    for claim_id, row in data.results.items():
+    for claim_id, ev in data.evidence.items():
+        row = ev.row
         for fig in row.figures:
             src = Path(fig)
             if not src.is_file():
@@ -237,9 +387,12 @@ def write_html(data: ReportData, out_dir: str | Path) -> Path:
     return out / "index.html"
 
 
-def write_report(data: ReportData, out_dir: str | Path, results_md: str | Path | None = "RESULTS.md") -> Path:
-    """The HTML site under ``out_dir`` and, unless ``results_md`` is None, the Markdown table."""
+def write_report(data: ReportData, out_dir: str | Path, results_md: str | Path | None = "RESULTS.md",
+                 results_jsonl: str | Path | None = None) -> Path:
+    """The HTML site under ``out_dir``; unless None, the Markdown table and the committed JSONL rows."""
     index = write_html(data, out_dir)
     if results_md is not None:
         Path(results_md).write_text(render_markdown(data), encoding="utf-8")
+    if results_jsonl is not None:
+        export_jsonl(evidence_rows(data), results_jsonl)
     return index
