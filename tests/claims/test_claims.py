@@ -62,7 +62,8 @@ EXPECTED_SMOKE = {
     "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n": "reproduced",
     "smb:loss_at_equal_evaluations": "not_reproduced",
     "smile:staircase_bias_variance": "not_reproduced",
-    "snsm:subset_norm_matches_adamw_with_less_memory": "reproduced",
+    # 40 steps: AdamWSN is still 0.26 nats above AdamW, part (i) fails (full: not yet run).
+    "snsm:subset_norm_matches_adamw_with_less_memory": "not_reproduced",
     "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot": "not_reproduced",
     "srrw-token:covariance_decreases_with_alpha": "not_reproduced",
     "step-nm-sparsity:step_beats_srste_adam": "not_reproduced",
@@ -102,12 +103,11 @@ LEGACY_WITHOUT_CONTROL = {
     "shb-anisotropic:large_batch_excess_risk", "sinkhorn-newton-sparse:fewer_iterations_random_assignment",
     "sinkhorn-newton-sparse:fewer_iterations_than_sinkhorn", "sketched-eal-sqp:kkt_point_with_few_sketches",
     "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n", "smb:loss_at_equal_evaluations",
-    "smile:staircase_bias_variance", "snsm:subset_norm_matches_adamw_with_less_memory",
-    "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot", "srrw-token:covariance_decreases_with_alpha",
-    "step-nm-sparsity:step_beats_srste_adam", "sw-control-variates:cv_reduces_variance",
-    "sw-functional-maps:sw_loss_lowers_geodesic_error", "target-surrogates:lower_loss_per_oracle_call",
-    "variational-wgf:ou_flow_matches_closed_form", "vr-cyclic-bcd:passes_to_stationarity",
-    "vrgd:large_batch_accuracy", "wasserstein-dependency:multi_digit_probe",
+    "smile:staircase_bias_variance", "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot",
+    "srrw-token:covariance_decreases_with_alpha", "step-nm-sparsity:step_beats_srste_adam",
+    "sw-control-variates:cv_reduces_variance", "sw-functional-maps:sw_loss_lowers_geodesic_error",
+    "target-surrogates:lower_loss_per_oracle_call", "variational-wgf:ou_flow_matches_closed_form",
+    "vr-cyclic-bcd:passes_to_stationarity", "vrgd:large_batch_accuracy", "wasserstein-dependency:multi_digit_probe",
 }
 
 

@@ -77,7 +77,7 @@ FIDELITY_TODO = {
     "median-clipping-sgd", "momentum-small-lr", "monge-gap", "mup", "ncvx-accelerated-gradient", "nondiff-gd",
     "normalized-gd-gen-smooth", "o2nc", "optimistic-omd-sea", "prospect", "psgd-lie-group",
     "rmsprop-adam-gen-smooth", "sam-imbalanced", "shb-anisotropic", "sinkhorn-newton-sparse", "sketched-eal-sqp",
-    "sliced-riesz-mmd", "smb", "smile", "snsm", "sparsity-constrained-ot", "srrw-token", "step-nm-sparsity",
+    "sliced-riesz-mmd", "smb", "smile", "sparsity-constrained-ot", "srrw-token", "step-nm-sparsity",
     "sw-control-variates", "sw-functional-maps", "target-surrogates", "variational-wgf", "vr-cyclic-bcd", "vrgd",
     "wasserstein-dependency",
 }
