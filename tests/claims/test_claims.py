@@ -50,6 +50,7 @@ EXPECTED_SMOKE = {
     "o2nc:goldstein_vs_sgd": "not_reproduced",
     "optimistic-omd-sea:regret_exponents": "reproduced",
     "prospect:linear_convergence_cvar": "not_reproduced",
+    # 60 steps are too few for PSGD's preconditioner to fit its 64 x 64 input factor (issue 8 rework; full not run).
     "psgd-lie-group:psgd_beats_adam_sgd_ill_conditioned": "not_reproduced",
     "rmsprop-adam-gen-smooth:quarter_rate": "reproduced",
     "sam-imbalanced:long_tailed_digits": "not_reproduced",
@@ -70,6 +71,8 @@ EXPECTED_SMOKE = {
     "sw-control-variates:cv_reduces_variance": "reproduced",
     "sw-functional-maps:sw_loss_lowers_geodesic_error": "reproduced",
     "target-surrogates:lower_loss_per_oracle_call": "not_reproduced",
+    # 150 steps leave A-DoG at r_eps = 1e-8 still growing its distance estimate (full not run).
+    "u-dog:adog_untuned_matches_tuned_sgd": "not_reproduced",
     # 15 map updates per JKO step are too few at d = 8 (full: reproduced).
     "variational-wgf:ou_flow_matches_closed_form": "not_reproduced",
     "vr-cyclic-bcd:passes_to_stationarity": "not_reproduced",
@@ -98,9 +101,9 @@ LEGACY_WITHOUT_CONTROL = {
     "mup:optimal_lr_transfers_across_width", "ncvx-accelerated-gradient:ag_vs_proximal_gradient",
     "nondiff-gd:l1_paradox", "normalized-gd-gen-smooth:iterations_vs_initial_curvature", "o2nc:goldstein_vs_sgd",
     "optimistic-omd-sea:regret_exponents", "prospect:linear_convergence_cvar",
-    "psgd-lie-group:psgd_beats_adam_sgd_ill_conditioned", "rmsprop-adam-gen-smooth:quarter_rate",
-    "sam-imbalanced:long_tailed_digits", "shb-anisotropic:bias_acceleration_rate",
-    "shb-anisotropic:large_batch_excess_risk", "sinkhorn-newton-sparse:fewer_iterations_random_assignment",
+    "rmsprop-adam-gen-smooth:quarter_rate", "sam-imbalanced:long_tailed_digits",
+    "shb-anisotropic:bias_acceleration_rate", "shb-anisotropic:large_batch_excess_risk",
+    "sinkhorn-newton-sparse:fewer_iterations_random_assignment",
     "sinkhorn-newton-sparse:fewer_iterations_than_sinkhorn", "sketched-eal-sqp:kkt_point_with_few_sketches",
     "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n", "smb:loss_at_equal_evaluations",
     "smile:staircase_bias_variance", "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot",

@@ -75,11 +75,10 @@ FIDELITY_TODO = {
     "grad-norm-smoothness", "grokfast", "group-invariant-divergences", "kde-high-dim", "large-lr-gd",
     "last-iterate-sgd", "lie-group-hessian-fit", "lion-constrained", "mars", "mec-bottleneck",
     "median-clipping-sgd", "momentum-small-lr", "monge-gap", "mup", "ncvx-accelerated-gradient", "nondiff-gd",
-    "normalized-gd-gen-smooth", "o2nc", "optimistic-omd-sea", "prospect", "psgd-lie-group",
-    "rmsprop-adam-gen-smooth", "sam-imbalanced", "shb-anisotropic", "sinkhorn-newton-sparse", "sketched-eal-sqp",
-    "sliced-riesz-mmd", "smb", "smile", "sparsity-constrained-ot", "srrw-token", "step-nm-sparsity",
-    "sw-control-variates", "sw-functional-maps", "target-surrogates", "variational-wgf", "vr-cyclic-bcd", "vrgd",
-    "wasserstein-dependency",
+    "normalized-gd-gen-smooth", "o2nc", "optimistic-omd-sea", "prospect", "rmsprop-adam-gen-smooth",
+    "sam-imbalanced", "shb-anisotropic", "sinkhorn-newton-sparse", "sketched-eal-sqp", "sliced-riesz-mmd", "smb",
+    "smile", "sparsity-constrained-ot", "srrw-token", "step-nm-sparsity", "sw-control-variates",
+    "sw-functional-maps", "target-surrogates", "variational-wgf", "vr-cyclic-bcd", "vrgd", "wasserstein-dependency",
 }
 
 

@@ -59,6 +59,8 @@ OPTIMIZERS = [
     # contract rows run in tests/optim/test_smb.py and test_o2nc.py.
     # PSGD's curvature modes need a closure and its closure-free whitening mode is undefined on noise-free
     # problems (P ~ |g|^{-1} grows as g vanishes); its contract rows run in tests/optim/test_psgd.py.
+    # ADoG keeps pulling x towards its auxiliary sequence w when lr = 0 (x <- (1 - 1/alpha) x + w/alpha), which
+    # the scheduler row forbids; its contract rows run in tests/optim/test_adog.py.
     ("AdamWSN", lambda params, **kw: AdamWSN(params, lr=0.05, **kw)),
     ("SNSM", lambda params, **kw: SNSM(params, lr=0.05, rank=2, **kw)),
 ]

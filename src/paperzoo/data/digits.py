@@ -74,8 +74,10 @@ def digits_split(test_fraction: float = 0.3, *, val_fraction: float = 0.0, gener
     n_test = round(test_fraction * len(y))
     n_val = round(val_fraction * len(y))
     te, va, tr = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-    mean, std = x[tr].mean(0), x[tr].std(0).clamp_min(1e-3)
-    x = (x - mean) / std
+    # A pixel constant on the training split carries nothing to learn; it is set to 0 everywhere (its rare non-zero
+    # validation/test values would otherwise become features of size 1e3-1e4 through a clamped std).
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    x = torch.where(std > 0, (x - mean) / std.clamp_min(1e-3), torch.zeros((), dtype=dtype))
     if n_val == 0:
         return DigitsSplit(x[tr], y[tr], x[te], y[te])
     return DigitsSplit(x[tr], y[tr], x[te], y[te], x[va], y[va])

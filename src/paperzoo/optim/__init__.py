@@ -29,6 +29,7 @@ from paperzoo.optim.pcngd import class_mean_losses, PCNGD, per_class_normalized_
 from paperzoo.optim.smb import SMB, smb_model_step
 from paperzoo.optim.o2nc import goldstein_stationarity, min_norm_in_hull, O2NC
 from paperzoo.optim.psgd import PSGD
+from paperzoo.optim.adog import ADoG
 from paperzoo.optim.lie_group import fit_inverse_hessian, HessianFitResult, LieGroupHessianFitter
 from paperzoo.optim.subset_norm import AdamWSN, optimizer_state_bytes, SNSM, subset_norm_sq
 from paperzoo.optim.step_sparsity import nm_mask, srste_adam, STEPAdam
@@ -58,7 +59,7 @@ from paperzoo.optim.srrw import (sa_srrw, sa_srrw_covariance, SASRRWResult, srrw
 from paperzoo.optim.sketched_eal import sketch_solve_kkt, SketchedEALResult, solve_sketched_eal
 
 __all__ = [
-    "AdaGradNorm", "AdamWSN", "ADOPT", "adopt_clip", "adopt_update", "AMP", "AMSGrad", "amsgrad_update",
+    "AdaGradNorm", "AdamWSN", "ADoG", "ADOPT", "adopt_clip", "adopt_update", "AMP", "AMSGrad", "amsgrad_update",
     "beta_normalized_step", "BetaNormalizedGD", "BoundCheck", "check_bound", "class_mean_losses", "clip_by_norm",
     "clip_coordinatewise", "ClipAdamD", "clipped_fixed_point", "clipping_bias_bounds", "ClipRAdaGradD",
     "ClosureWrapper", "ConvergenceWarning", "cvar_spectrum", "CyclicBCDResult", "DiffGrad", "diffgrad_update",
