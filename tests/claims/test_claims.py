@@ -58,17 +58,23 @@ EXPECTED_SMOKE = {
     "shb-anisotropic:large_batch_excess_risk": "reproduced",
     # Sinkhorn hits its 5k-iteration smoke cap, and the criterion needs both solvers to converge (full: reproduced).
     "sinkhorn-newton-sparse:fewer_iterations_random_assignment": "not_reproduced",
+    # n = 100: SNS needs ~290 iterations against Sinkhorn's ~460, far from 1/10 (earlier full: not_reproduced).
     "sinkhorn-newton-sparse:fewer_iterations_than_sinkhorn": "not_reproduced",
     "sketched-eal-sqp:kkt_point_with_few_sketches": "not_reproduced",
     "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n": "reproduced",
     "smb:loss_at_equal_evaluations": "not_reproduced",
-    "smile:staircase_bias_variance": "not_reproduced",
+    # 32 batches per MI level: the heavy-tailed MINE/NWJ variances are too noisy for a 2x gap beyond 2 SE.
+    "smile:optimal_critic_variance": "not_reproduced",
+    # 4 steps per level leave the critics untrained: the MI-2 precondition fails (full: verdict from the criterion).
+    "smile:staircase_bias_variance": "inconclusive",
     # 40 steps: AdamWSN is still 0.26 nats above AdamW, part (i) fails (full: not yet run).
     "snsm:subset_norm_matches_adamw_with_less_memory": "not_reproduced",
     "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot": "not_reproduced",
     "srrw-token:covariance_decreases_with_alpha": "not_reproduced",
     "step-nm-sparsity:step_beats_srste_adam": "not_reproduced",
-    "sw-control-variates:cv_reduces_variance": "reproduced",
+    "sw-control-variates:lower_cv_reduces_variance": "reproduced",
+    # L = 20, n = 200: the upper CV's ratio on the mixtures is ~0.52, not below 0.5 (earlier full, both CVs: 0.568).
+    "sw-control-variates:upper_cv_reduces_variance": "not_reproduced",
     "sw-functional-maps:sw_loss_lowers_geodesic_error": "reproduced",
     "target-surrogates:lower_loss_per_oracle_call": "not_reproduced",
     # 150 steps leave A-DoG at r_eps = 1e-8 still growing its distance estimate (full not run).
@@ -103,14 +109,12 @@ LEGACY_WITHOUT_CONTROL = {
     "optimistic-omd-sea:regret_exponents", "prospect:linear_convergence_cvar",
     "rmsprop-adam-gen-smooth:quarter_rate", "sam-imbalanced:long_tailed_digits",
     "shb-anisotropic:bias_acceleration_rate", "shb-anisotropic:large_batch_excess_risk",
-    "sinkhorn-newton-sparse:fewer_iterations_random_assignment",
-    "sinkhorn-newton-sparse:fewer_iterations_than_sinkhorn", "sketched-eal-sqp:kkt_point_with_few_sketches",
-    "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n", "smb:loss_at_equal_evaluations",
-    "smile:staircase_bias_variance", "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot",
+    "sketched-eal-sqp:kkt_point_with_few_sketches", "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n",
+    "smb:loss_at_equal_evaluations", "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot",
     "srrw-token:covariance_decreases_with_alpha", "step-nm-sparsity:step_beats_srste_adam",
-    "sw-control-variates:cv_reduces_variance", "sw-functional-maps:sw_loss_lowers_geodesic_error",
-    "target-surrogates:lower_loss_per_oracle_call", "variational-wgf:ou_flow_matches_closed_form",
-    "vr-cyclic-bcd:passes_to_stationarity", "vrgd:large_batch_accuracy", "wasserstein-dependency:multi_digit_probe",
+    "sw-functional-maps:sw_loss_lowers_geodesic_error", "target-surrogates:lower_loss_per_oracle_call",
+    "variational-wgf:ou_flow_matches_closed_form", "vr-cyclic-bcd:passes_to_stationarity",
+    "vrgd:large_batch_accuracy", "wasserstein-dependency:multi_digit_probe",
 }
 
 

@@ -76,9 +76,9 @@ FIDELITY_TODO = {
     "last-iterate-sgd", "lie-group-hessian-fit", "lion-constrained", "mars", "mec-bottleneck",
     "median-clipping-sgd", "momentum-small-lr", "monge-gap", "mup", "ncvx-accelerated-gradient", "nondiff-gd",
     "normalized-gd-gen-smooth", "o2nc", "optimistic-omd-sea", "prospect", "rmsprop-adam-gen-smooth",
-    "sam-imbalanced", "shb-anisotropic", "sinkhorn-newton-sparse", "sketched-eal-sqp", "sliced-riesz-mmd", "smb",
-    "smile", "sparsity-constrained-ot", "srrw-token", "step-nm-sparsity", "sw-control-variates",
-    "sw-functional-maps", "target-surrogates", "variational-wgf", "vr-cyclic-bcd", "vrgd", "wasserstein-dependency",
+    "sam-imbalanced", "shb-anisotropic", "sketched-eal-sqp", "sliced-riesz-mmd", "smb", "sparsity-constrained-ot",
+    "srrw-token", "step-nm-sparsity", "sw-functional-maps", "target-surrogates", "variational-wgf", "vr-cyclic-bcd",
+    "vrgd", "wasserstein-dependency",
 }
 
 

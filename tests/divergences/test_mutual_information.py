@@ -1,4 +1,6 @@
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,11 @@ from scipy.special import logsumexp, softplus
 from paperzoo.data.gaussian_mi import gaussian_log_density_ratio, mi_to_rho, sample_correlated_gaussian
 from paperzoo.divergences import (ESTIMATORS, ConcatCritic, MINEMovingAverage, SeparableCritic,
                                   logmeanexp_offdiag, mi_lower_bound)
+from paperzoo.divergences.mutual_information import _js_fgan
+
+# Numbers from the official estimators (github.com/ermongroup/smile-mi-estimator @ afa72e03, estimators.py) on the
+# fixed score matrices stored with them: values, and gradients for SMILE and MINE.
+OFFICIAL = json.loads((Path(__file__).parent / "fixtures" / "smile_official.json").read_text())
 
 
 def _reference(T: np.ndarray, est: str, tau=5.0) -> float:
@@ -110,6 +117,47 @@ def test_critics_shape_and_orientation(critic_cls):
     torch.testing.assert_close(T1[0], T[1])
     T2 = critic(x, y[[0, 1, 3, 2]])
     torch.testing.assert_close(T2[:, 3], T[:, 2])
+
+
+def test_concat_critic_equals_the_mlp_on_concatenated_pairs():
+    torch.manual_seed(1)
+    critic = ConcatCritic(3, 2, hidden_dim=8, depth=2).double()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    pairs = torch.cat([x[:, None, :].expand(5, 5, 3), y[None, :, :].expand(5, 5, 2)], dim=-1)
+    torch.testing.assert_close(critic(x, y), critic.f(pairs).squeeze(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(critic.pair_scores(x, y), critic(x, y).diagonal(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("i", range(len(OFFICIAL["cases"])))
+def test_matches_official_code_numbers(i):
+    case = OFFICIAL["cases"][i]
+    off = case["official"]
+    T0 = torch.tensor(case["scores"], dtype=torch.float64)
+    close = dict(rel=1e-12, abs=1e-12)
+    for ours, key in (("nwj", "nwj"), ("dv", "dv")):
+        assert mi_lower_bound(T0, ours).item() == pytest.approx(off[key], **close), key
+    # The official InfoNCE casts log N to float32 (``.float()``): agreement to that constant's rounding.
+    assert mi_lower_bound(T0, "infonce").item() == pytest.approx(off["infonce"], rel=0, abs=1e-7)
+    assert _js_fgan(T0).item() == pytest.approx(off["js_fgan"], **close)
+    # Deviation (1): our js evaluates NWJ at T + 1, the official one at T, so ours at T - 1 is the official value.
+    assert mi_lower_bound(T0 - 1.0, "js").item() == pytest.approx(off["js"], **close)
+    for clip, key in ((1.0, "smile_1.0"), (5.0, "smile_5.0"), (None, "smile_None")):
+        T = T0.clone().requires_grad_()
+        val = mi_lower_bound(T, "smile", clip=clip)
+        val.backward()
+        assert val.item() == pytest.approx(off[key], **close), key
+        torch.testing.assert_close(T.grad, torch.tensor(off[key + "_grad"], dtype=torch.float64), rtol=1e-12,
+                                   atol=1e-14)
+    # MINE with a running average of 2.0 and momentum 0.9: same value (DV) and same gradient.
+    ma = MINEMovingAverage(momentum=0.9)
+    ma.value = torch.tensor(2.0, dtype=torch.float64)
+    T = T0.clone().requires_grad_()
+    val = mi_lower_bound(T, "mine", moving_average=ma)
+    val.backward()
+    assert val.item() == pytest.approx(off["mine_buffer2"], **close)
+    torch.testing.assert_close(T.grad, torch.tensor(off["mine_buffer2_grad"], dtype=torch.float64), rtol=1e-12,
+                               atol=1e-14)
+    assert math.exp(logmeanexp_offdiag(T0).item()) == pytest.approx(off["mine_batch_partition"], **close)
 
 
 def test_errors():

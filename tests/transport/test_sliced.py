@@ -1,4 +1,6 @@
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import ot
@@ -7,6 +9,7 @@ import scipy.stats
 import torch
 
 from paperzoo.transport.sliced import (
+    _cv_parts,
     projected_wasserstein,
     random_projections,
     sliced_wasserstein,
@@ -14,6 +17,9 @@ from paperzoo.transport.sliced import (
 )
 
 F64 = torch.float64
+# Numbers from the official CV-SW code (github.com/khainb/CV-SW @ faee4a83, GradientFlow/utils.py: SW, LCVSW, UCVSW
+# at p = 2 on the fixed inputs and directions stored with them; the official functions return square roots).
+OFFICIAL = json.loads((Path(__file__).parent / "fixtures" / "cv_sw_official.json").read_text())
 
 
 def _clouds(n=40, m=60, d=4, seed=0, dtype=F64):
@@ -54,14 +60,23 @@ def test_one_dimensional_closed_form():
     assert float(sliced_wasserstein(torch.tensor([[0.0]]), torch.tensor([[3.0]]), n_projections=2, p=3)) == 27.0
 
 
-def test_translation_lower_cv_is_exact():
-    # y = x + c: every projected W_2^2 equals (theta^T c)^2 = C_low, so the lower CV returns ||c||^2 / d exactly.
+def test_translation_lower_cv_closed_form():
+    # y = x + c: every projected W_2^2 equals (theta^T c)^2 = C_low, so with the closed-form centring of the official
+    # code, gamma_hat = 1 - L e^2 / sum_l (C_l - E C)^2 with e = mean(C) - E C, and the estimate is
+    # E C + L e^3 / sum_l (C_l - E C)^2: the plain Monte Carlo error e times a factor O(1/L). (The sample-mean
+    # centring of the earlier version had gamma_hat = 1 and returned E C exactly.)
     x, _, _, _, g = _clouds(d=6)
     c = torch.randn(6, dtype=F64, generator=g)
-    est = sliced_wasserstein_cv(x, x + c, n_projections=10, generator=g)
-    assert float(est) == pytest.approx(float(c.pow(2).sum()) / 6, rel=1e-10)
-    # Plain MC on the same problem has a random error.
-    assert abs(float(sliced_wasserstein(x, x + c, n_projections=10, generator=g)) - float(c.pow(2).sum()) / 6) > 1e-6
+    theta = random_projections(10, 6, dtype=F64, generator=g)
+    exact = float(c.pow(2).sum()) / 6
+    C = (theta @ c).pow(2)
+    e = float(C.mean()) - exact
+    expected = exact + 10 * e ** 3 / float((C - exact).pow(2).sum())
+    est = sliced_wasserstein_cv(x, x + c, projections=theta)
+    assert float(est) == pytest.approx(expected, rel=1e-10)
+    plain = float(sliced_wasserstein(x, x + c, projections=theta))
+    assert plain == pytest.approx(exact + e, rel=1e-10)
+    assert abs(float(est) - exact) < 0.5 * abs(plain - exact)
 
 
 def test_cv_expectations_closed_form():
@@ -155,3 +170,31 @@ def test_ties_and_zero_weights_match_pot():
         bn = None if bb is None else (bb / bb.sum()).numpy()
         pot = ot.sliced_wasserstein_distance(x.numpy(), y.numpy(), an, bn, projections=theta.T.numpy())
         assert ours == pytest.approx(pot ** 2, rel=1e-10)
+
+
+def _official_case(i):
+    case = OFFICIAL["cases"][i]
+    x, y, theta = (torch.tensor(case[k], dtype=F64) for k in ("x", "y", "theta"))
+    return x, y, theta, case["official"]
+
+
+@pytest.mark.parametrize("i", range(len(OFFICIAL["cases"])))
+def test_matches_official_code_numbers(i):
+    x, y, theta, official = _official_case(i)
+    assert float(sliced_wasserstein(x, y, projections=theta)) == pytest.approx(official["SW"] ** 2, rel=1e-12)
+    for variant, key in (("lower", "LCVSW"), ("upper", "UCVSW")):
+        ours = float(sliced_wasserstein_cv(x, y, projections=theta, variant=variant))
+        assert ours == pytest.approx(official[key] ** 2, rel=1e-12), variant
+
+
+@pytest.mark.parametrize("i", range(len(OFFICIAL["cases"])))
+def test_sample_mean_centring_is_told_apart_by_the_official_numbers(i):
+    # The earlier estimator centred C at its sample mean inside gamma_hat; the fixture must reject that version.
+    x, y, theta, official = _official_case(i)
+    w, controls = _cv_parts(x, y, theta, None, None)
+    for variant, key in (("lower", "LCVSW"), ("upper", "UCVSW")):
+        c, expected = controls[variant]
+        dc = c - c.mean()
+        gamma = ((w - w.mean()) * dc).sum() / dc.pow(2).sum()
+        sample_centred = float(w.mean() - gamma * (c.mean() - expected))
+        assert abs(sample_centred - official[key] ** 2) > 1e-6 * official[key] ** 2, variant

@@ -230,7 +230,9 @@ class SeparableCritic(nn.Module):
 class ConcatCritic(nn.Module):
     """Joint critic ``T(x_i, y_j) = f([x_i, y_j])``, one MLP on all ``N^2`` concatenated pairs.
 
-    ``forward(x (N, dx), y (N, dy)) -> (N, N)``; costs ``N^2`` network evaluations; ``pair_scores(x, y) -> (N,)``.
+    ``forward(x (N, dx), y (N, dy)) -> (N, N)``; ``pair_scores(x, y) -> (N,)``. The first layer is linear, so
+    ``W [x_i; y_j] + b = (W_x x_i + b) + W_y y_j`` is formed from ``2 N`` products instead of ``N^2``
+    concatenations; only the layers after it run on all ``N^2`` pairs (same function, same parameters).
     """
 
     def __init__(self, x_dim: int, y_dim: int, hidden_dim: int = 256, depth: int = 3):
@@ -240,9 +242,10 @@ class ConcatCritic(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_pair(x, y, self.x_dim, self.y_dim)
-        n = x.shape[0]
-        pairs = torch.cat([x[:, None, :].expand(n, n, -1), y[None, :, :].expand(n, n, -1)], dim=-1)
-        return self.f(pairs).squeeze(-1)
+        first = self.f[0]
+        hx = F.linear(x, first.weight[:, :self.x_dim], first.bias)  # (N, H)
+        hy = F.linear(y, first.weight[:, self.x_dim:])  # (N, H)
+        return self.f[1:](hx[:, None, :] + hy[None, :, :]).squeeze(-1)
 
     def pair_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``T(x_i, y_i)`` for matched rows only: ``(N,)``, the diagonal without the ``N^2`` matrix."""

@@ -2,6 +2,12 @@
 
 References: Accelerating Sinkhorn Algorithm with Sparse Newton Iterations, 2024 (Tang, Shavlovsky, Rahmanian,
 Tardini, Thekumparampil, Xiao, Ying; ICLR 2024, arXiv:2401.12253).
+
+What was read: the paper's abstract and section list, and secondary descriptions of its Algorithm 1 (the two
+stages, ``N_1 = 20`` Sinkhorn sweeps, target sparsity ``lambda = 2 / n`` with the threshold ``rho`` an order
+statistic of the Hessian entries, conjugate gradient, a line search) and of its Table 1. The paper's own
+pseudocode could not be read here and no official code was found, so every constant and choice below comes from
+those descriptions or is ours (listed under "Deviations and choices").
 """
 
 from __future__ import annotations
@@ -111,7 +117,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int 
 
     Solves the entropic OT problem of :func:`~paperzoo.transport.sinkhorn_log` (POT's convention,
     ``min <P, M> - reg H(P)`` with ``H(P) = -sum P (log P - 1)``), by maximising the concave Lyapunov potential
-    of the paper's Section 3, written in POT's scaling (``eta = 1 / reg``, and the paper's ``x = f + reg / 2``,
+    of the paper's variational view, written in POT's scaling (``eta = 1 / reg``, and the paper's ``x = f + reg / 2``,
     ``y = g + reg / 2`` absorb its ``-1`` in the exponent; the plan is the same)
 
     .. math::
@@ -120,7 +126,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int 
 
     with :math:`\nabla L = (a - P 1,\ b - P^\top 1)` and
     :math:`\nabla^2 L = -\frac{1}{\mathrm{reg}} \begin{bmatrix} \mathrm{diag}(P 1) & P \\ P^\top &
-    \mathrm{diag}(P^\top 1) \end{bmatrix}`. Algorithm 1 of the paper:
+    \mathrm{diag}(P^\top 1) \end{bmatrix}`. The two stages (the paper's Algorithm 1, as secondary descriptions give it):
 
     1. *Sinkhorn stage*: ``n_sinkhorn`` (the paper's ``N_1``) exact block maximisations of ``L`` (log-domain
        Sinkhorn sweeps, as :func:`~paperzoo.transport.sinkhorn_log`).
@@ -136,7 +142,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int 
     complement, so the step never drifts along it. Each Newton step costs ``O(n m)`` (plan, sums, selection of
     the kept entries, line search) plus ``O(density * n * m)`` per CG iteration (sparse CSR products).
 
-    Deviations and choices, where the paper leaves freedom:
+    Deviations and choices (where the descriptions read leave freedom, or are ours):
 
     * ``density`` is the paper's target sparsity ``lambda``, read as the fraction of nonzeros of the sparsified
       ``(n + m) x (n + m)`` Hessian: after the ``n + m`` diagonal entries, the remaining budget is spent on the
@@ -144,7 +150,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int 
       ``k = ceil((density (n + m)^2 - (n + m)) / 2)`` plan entries are kept (at least 1). The default
       ``4 / (n + m)`` is the paper's ``lambda = 2 / n`` for square problems and keeps ``1.5 (n + m)`` plan
       entries. (Reading ``lambda`` as a fraction of the ``n x m`` plan instead keeps only ``2 n`` entries,
-      which needed 3x more Newton steps than the paper reports on its random assignment problem.)
+      which needed 3x more Newton steps than the paper's Table 1, as quoted, on its random assignment problem.)
     * the stopping rule is the marginal error ``<= tol`` (the paper runs to machine accuracy), also checked
       during the Sinkhorn stage, which is skipped if it already meets ``tol``.
     * the line search is backtracking with the Armijo condition ``L(z + alpha dz) - L(z) >= armijo * alpha *
@@ -212,7 +218,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int 
         f = torch.zeros_like(prob.a)
         g = torch.zeros_like(prob.b)
 
-        # Sinkhorn stage (Algorithm 1, first loop).
+        # Sinkhorn stage (first stage).
         f, g, sweeps, done = _sinkhorn_sweeps(prob, f, g, max_iter=min(n_sinkhorn, max_iter), tol=tol,
                                               check_every=1, history=history, solver="sinkhorn_newton_sparse")
         n_newton = n_cg = 0
@@ -228,7 +234,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int 
 
 def _newton_stage(prob: _Problem, f, g, sweeps: int, *, max_iter: int, tol: float, k: int, cg_tol: float,
                   cg_cap: int, armijo: float, backtrack: float, max_backtracks: int, history: list):
-    """Algorithm 1, second loop. Returns ``(f, g, sweeps, n_newton, n_cg)``."""
+    """Newton stage (second stage). Returns ``(f, g, sweeps, n_newton, n_cg)``."""
     reg, a, b = prob.reg, prob.a, prob.b
     n = a.numel()
     P = _exp(prob.K + (f / reg)[:, None] + (g / reg)[None, :])

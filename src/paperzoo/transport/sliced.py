@@ -7,27 +7,36 @@ Wasserstein distance is ``SW_p^p(mu, nu) = E_{theta ~ U(S^{d-1})} W_p^p(theta#mu
 Monte Carlo estimate with ``L`` directions ``theta_1..theta_L`` is ``(1/L) sum_l W_l`` with
 ``W_l = W_p^p(theta_l#mu, theta_l#nu)``, each a 1-D problem solved by sorting (quantile functions).
 
-Control variates (p = 2 only; Section 3 of the paper). Fit Gaussians to the projected measures,
-``N(theta^T m_mu, theta^T S_mu theta)`` and ``N(theta^T m_nu, theta^T S_nu theta)`` with the weighted means
-``m`` and covariances ``S`` of the point clouds. Their W_2^2 is ``(theta^T (m_mu - m_nu))^2 +
-(sqrt(theta^T S_mu theta) - sqrt(theta^T S_nu theta))^2``, whose expectation over the sphere has no closed form,
-so the paper bounds it:
+Control variates (p = 2 only; the construction the abstract states, in the official code's form). Fit Gaussians
+to the projected measures, ``N(theta^T m_mu, theta^T S_mu theta)`` and ``N(theta^T m_nu, theta^T S_nu theta)``
+with the weighted means ``m`` and covariances ``S`` of the point clouds. Their W_2^2 is ``(theta^T (m_mu - m_nu))^2 +
+(sqrt(theta^T S_mu theta) - sqrt(theta^T S_nu theta))^2``, whose expectation over the sphere has no closed form;
+the two control variates are a lower and an upper bound of it whose expectations do:
 
 * lower: ``C_low(theta) = (theta^T (m_mu - m_nu))^2``, ``E C_low = ||m_mu - m_nu||^2 / d``;
 * upper: ``C_up(theta) = C_low(theta) + theta^T S_mu theta + theta^T S_nu theta``,
   ``E C_up = (||m_mu - m_nu||^2 + tr S_mu + tr S_nu) / d``  (from ``E theta theta^T = I / d``).
 
-The estimator is ``(1/L) sum_l W_l - gamma_hat ((1/L) sum_l C_l - E C)`` with the optimal coefficient
-``gamma_hat = Cov_hat(W, C) / Var_hat(C)`` estimated from the same ``L`` directions, as in the paper. Both
-bounds cost ``O((n + m) d)`` on top of the projections, because ``theta^T S theta`` is the variance of the
-projected sample, so no ``d x d`` matrix is formed.
+The estimator is ``(1/L) sum_l W_l - gamma_hat ((1/L) sum_l C_l - E C)`` with the coefficient estimated from
+the same ``L`` directions, the control centred at its closed-form mean ``E C`` (not at its sample mean):
+
+    gamma_hat = sum_l (W_l - mean(W)) (C_l - E C) / sum_l (C_l - E C)^2,
+
+which is how the official code computes it (``LCVSW`` / ``UCVSW`` in github.com/khainb/CV-SW @ faee4a83,
+``GradientFlow/utils.py``; the tests compare with numbers produced by that code). Both bounds cost
+``O((n + m) d)`` on top of the projections, because ``theta^T S theta`` is the variance of the projected sample,
+so no ``d x d`` matrix is formed.
 
 Deviations and notes:
 
-* Estimating ``gamma_hat`` from the same directions makes the CV estimator biased by ``O(1/L)``, as in the paper;
-  the tests check that this bias is inside Monte Carlo error bars at ``L = 50``.
-* ``gamma_hat`` is not detached, so gradients flow through it. A zero ``Var_hat(C)`` (e.g. equal means with
-  the lower bound) gives ``gamma_hat = 0``, i.e. plain Monte Carlo.
+* Only the abstract of the paper could be read here; the estimator follows the official code.
+* We return the estimate of ``SW_2^2``; the official functions return its square root.
+* Weighted measures and ``n != m`` are supported (the official code: uniform weights, ``n = m``).
+* Estimating ``gamma_hat`` from the same directions makes the CV estimator biased by ``O(1/L)``; the tests check
+  that this bias is inside Monte Carlo error bars at ``L = 50``.
+* ``gamma_hat`` is not detached, so gradients flow through it (as in the official code). A control that equals its
+  mean for every direction (e.g. equal means with the lower bound) gives ``gamma_hat = 0``, i.e. plain Monte
+  Carlo; the official code adds ``1e-24`` to the denominator instead, with the same result.
 * Only 2-D point clouds ``(n, d)`` are accepted (no batch dimension).
 
 Example:
@@ -212,7 +221,8 @@ def sliced_wasserstein_cv(x: torch.Tensor, y: torch.Tensor, *, n_projections: in
     ``(1/L) sum_l W_l - gamma_hat ((1/L) sum_l C_l - E C)`` with ``W_l = W_2^2(theta_l#mu, theta_l#nu)``,
     ``C = C_low`` (``variant='lower'``: ``(theta^T (m_mu - m_nu))^2``, mean ``||m_mu - m_nu||^2 / d``) or
     ``C = C_up`` (``variant='upper'``: ``C_low + theta^T S_mu theta + theta^T S_nu theta``, mean
-    ``(||m_mu - m_nu||^2 + tr S_mu + tr S_nu) / d``) and ``gamma_hat = Cov_hat(W, C) / Var_hat(C)``.
+    ``(||m_mu - m_nu||^2 + tr S_mu + tr S_nu) / d``) and ``gamma_hat = sum_l (W_l - mean W)(C_l - E C) /
+    sum_l (C_l - E C)^2`` (the control centred at its closed-form mean ``E C``, as in the official code).
 
     Args:
         x: (n, d) support of ``mu``.
@@ -251,10 +261,13 @@ def _cv_parts(x, y, theta, a, b):
 
 
 def _cv_combine(w, c, expected):
-    """``mean(W) - gamma_hat (mean(C) - E C)`` with ``gamma_hat = Cov_hat(W, C) / Var_hat(C)``."""
-    dc = c - c.mean()
-    var_c = dc.pow(2).sum()
-    # A constant control variate (e.g. equal means with the lower bound) carries no information: gamma = 0.
+    """``mean(W) - gamma_hat (mean(C) - E C)``, ``gamma_hat = sum (W - mean W)(C - E C) / sum (C - E C)^2``.
+
+    ``C`` is centred at its closed-form mean ``expected`` in both sums, as in the official code.
+    """
+    dc = c - expected
+    ss_c = dc.pow(2).sum()
+    # ss_c = 0 means C_l = E C for every direction: the correction term is zero whatever gamma is, so gamma = 0.
     tiny = torch.finfo(w.dtype).tiny
-    gamma = torch.where(var_c > tiny, ((w - w.mean()) * dc).sum() / var_c.clamp_min(tiny), torch.zeros_like(var_c))
-    return w.mean() - gamma * (c.mean() - expected)
+    gamma = torch.where(ss_c > tiny, ((w - w.mean()) * dc).sum() / ss_c.clamp_min(tiny), torch.zeros_like(ss_c))
+    return w.mean() - gamma * dc.mean()
