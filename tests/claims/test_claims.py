@@ -13,13 +13,15 @@ from paperzoo.core import ClaimContext, ClaimResult, registered_claims
 EXPECTED_SMOKE = {
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",
-    # 10k steps are too few for clipped ADOPT to come back from +1 at beta2 = 0.1 and 0.999 (full: reproduced).
+    # 5k steps are too few for ADOPT to come back from +1 at small beta2 (full: reproduced at 300k, issue 3).
     "adopt:any_beta2_counterexample": "not_reproduced",
     "amp:few_sample_digits": "not_reproduced",
     "amsgrad:reddi_counterexample": "reproduced",
     # 4 epochs: the student is still at ~46% accuracy (full: reproduced).
     "bd-kd:bdkd_student_more_accurate_and_calibrated": "not_reproduced",
-    "class-imbalance-dynamics:minority_learned_early": "reproduced",
+    # Tuned within GD's stability limit both methods pick lr 2.5, where PCNGD's constant-length steps oscillate and
+    # its minority loss rises above ln 2 on some test datasets (issue 8; the choice does not depend on the budget).
+    "class-imbalance-dynamics:minority_learned_early": "not_reproduced",
     "clip-radagradd:high_probability_quadratic": "reproduced",
     "clipping-bias:stationary_bias_scaling": "reproduced",
     "convergence-handbook:bounds_hold": "reproduced",
@@ -39,7 +41,8 @@ EXPECTED_SMOKE = {
     "lion-constrained:box_constrained_least_squares": "not_reproduced",
     "mars:beats_adamw_on_noisy_digits": "not_reproduced",
     "mec-bottleneck:greedy_ebim_guarantee": "reproduced",
-    "median-clipping-sgd:heavy_tailed_least_squares": "reproduced",
+    # 1,000 steps leave the median methods at error 0.7-0.9 against SGD's ~1.1 (tuned to barely move): no tenfold gap.
+    "median-clipping-sgd:heavy_tailed_least_squares": "not_reproduced",
     "momentum-small-lr:effective_lr_equivalence": "reproduced",
     # 10 fit steps leave both maps untrained (full: reproduced).
     "monge-gap:recovers_gaussian_ot_map": "not_reproduced",
@@ -91,30 +94,23 @@ EXPECTED_SMOKE = {
 # Claims written before the evidence primitives (issue 8) that do not yet return a headline and a discriminating
 # control. This set only shrinks: every new or reworked claim returns both (DESIGN.md, evidence rules 3 and 7).
 LEGACY_WITHOUT_CONTROL = {
-    "adagrad-norm-hp:every_stepsize_converges", "adopt:any_beta2_counterexample", "amp:few_sample_digits",
-    "amsgrad:reddi_counterexample", "bd-kd:bdkd_student_more_accurate_and_calibrated",
-    "class-imbalance-dynamics:minority_learned_early", "clip-radagradd:high_probability_quadratic",
-    "clipping-bias:stationary_bias_scaling", "convergence-handbook:bounds_hold",
+    "adagrad-norm-hp:every_stepsize_converges", "amp:few_sample_digits",
+    "bd-kd:bdkd_student_more_accurate_and_calibrated", "convergence-handbook:bounds_hold",
     "cs-ib:csib_lower_test_rmse_than_vib_and_mse", "diffgrad:beats_adam_on_digits",
     "discover:faster_than_sgd_momentum", "finite-diff-gr:diagonal_network_and_cost",
-    "gfm-plus:equal_budget_stationarity", "grad-norm-smoothness:logistic_far_start",
-    "grokfast:faster_generalisation", "group-invariant-divergences:invariant_estimators_gain",
-    "kde-high-dim:regime_transitions_match_prediction", "large-lr-gd:large_step_finds_global_minimum",
-    "last-iterate-sgd:last_iterate_rate", "lie-group-hessian-fit:lie_group_fit_converges_linearly",
-    "lion-constrained:box_constrained_least_squares", "mars:beats_adamw_on_noisy_digits",
-    "mec-bottleneck:greedy_ebim_guarantee", "median-clipping-sgd:heavy_tailed_least_squares",
+    "gfm-plus:equal_budget_stationarity", "grokfast:faster_generalisation",
+    "group-invariant-divergences:invariant_estimators_gain", "kde-high-dim:regime_transitions_match_prediction",
+    "large-lr-gd:large_step_finds_global_minimum", "lion-constrained:box_constrained_least_squares",
+    "mars:beats_adamw_on_noisy_digits", "mec-bottleneck:greedy_ebim_guarantee",
     "momentum-small-lr:effective_lr_equivalence", "monge-gap:recovers_gaussian_ot_map",
-    "mup:optimal_lr_transfers_across_width", "ncvx-accelerated-gradient:ag_vs_proximal_gradient",
-    "nondiff-gd:l1_paradox", "normalized-gd-gen-smooth:iterations_vs_initial_curvature", "o2nc:goldstein_vs_sgd",
-    "optimistic-omd-sea:regret_exponents", "prospect:linear_convergence_cvar",
-    "rmsprop-adam-gen-smooth:quarter_rate", "sam-imbalanced:long_tailed_digits",
-    "shb-anisotropic:bias_acceleration_rate", "shb-anisotropic:large_batch_excess_risk",
-    "sketched-eal-sqp:kkt_point_with_few_sketches", "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n",
-    "smb:loss_at_equal_evaluations", "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot",
-    "srrw-token:covariance_decreases_with_alpha", "step-nm-sparsity:step_beats_srste_adam",
+    "mup:optimal_lr_transfers_across_width", "nondiff-gd:l1_paradox", "o2nc:goldstein_vs_sgd",
+    "sam-imbalanced:long_tailed_digits", "shb-anisotropic:bias_acceleration_rate",
+    "shb-anisotropic:large_batch_excess_risk", "sketched-eal-sqp:kkt_point_with_few_sketches",
+    "sliced-riesz-mmd:sorting_sliced_matches_exact_in_n_log_n", "smb:loss_at_equal_evaluations",
+    "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot", "step-nm-sparsity:step_beats_srste_adam",
     "sw-functional-maps:sw_loss_lowers_geodesic_error", "target-surrogates:lower_loss_per_oracle_call",
-    "variational-wgf:ou_flow_matches_closed_form", "vr-cyclic-bcd:passes_to_stationarity",
-    "vrgd:large_batch_accuracy", "wasserstein-dependency:multi_digit_probe",
+    "variational-wgf:ou_flow_matches_closed_form", "vrgd:large_batch_accuracy",
+    "wasserstein-dependency:multi_digit_probe",
 }
 
 
