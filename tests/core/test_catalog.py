@@ -70,10 +70,8 @@ def test_claim_for_unknown_slug_is_rejected():
 # Implemented papers whose fidelity label has not been written yet (issue 8). This set only shrinks: a paper
 # implemented from now on must have its [paper.fidelity] table from its first commit.
 FIDELITY_TODO = {
-    "bd-kd", "convergence-handbook", "cs-ib", "group-invariant-divergences", "kde-high-dim", "large-lr-gd",
-    "lion-constrained", "mec-bottleneck", "momentum-small-lr", "monge-gap", "nondiff-gd", "shb-anisotropic",
-    "sketched-eal-sqp", "sliced-riesz-mmd", "sparsity-constrained-ot", "sw-functional-maps", "variational-wgf",
-    "wasserstein-dependency",
+    "convergence-handbook", "large-lr-gd", "lion-constrained", "momentum-small-lr", "nondiff-gd", "shb-anisotropic",
+    "sketched-eal-sqp",
 }
 
 

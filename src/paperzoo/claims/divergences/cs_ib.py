@@ -10,40 +10,66 @@ Setup, fixed before the first run (a scaled-down analog of the paper's tabular r
   points, smoke: 200 / 100 / 100. A fresh draw per seed, 3 seeds.
 * network (all methods): encoder 10-64-64 (ReLU) -> 2K linear outputs (mean and log-variance of t, K = 16),
   decoder K-64-1 (ReLU). Same initialisation and mini-batch order for every method on a seed.
-* training: Adam, lr 1e-3, batch 100, 200 epochs (smoke: 20), float32, one thread.
+* training: Adam, lr 1e-3, batch 100, 200 epochs (smoke: 10), float32, one thread.
 * CS-IB: ``cs_ib_loss(x, y, y_hat, t, beta)`` with t = the encoder mean (deterministic, as the official
   training loop), kernel widths 1.
 * VIB (Alemi et al.): ``MSE + beta * KL(N(mu, diag(var)) || N(0, I))`` with reparameterised ``t``; tested at
   ``t = mu``.
 * MSE: plain MSE regression on ``t = mu`` (beta = 0, no bottleneck term).
-* beta grid for CS-IB and VIB: {1e-3, 1e-2, 1e-1}; per seed, the beta with the lowest validation RMSE (final
-  epoch) is chosen, and its test RMSE is reported (original units of y).
+* beta grid for CS-IB and VIB: {1e-3, 1e-2, 1e-1}, weight-decay grid for MSE: {1e-4, 1e-3, 1e-2}; one value per
+  method chosen on seed 0's validation RMSE (final epoch), test RMSE reported in the original units of y (see the
+  rework notes below).
 
 Differences from the paper's protocol: a synthetic data set instead of its six real ones (California housing
 needs a download); 200 epochs at a constant learning rate instead of 100-200 with a step schedule; the model is
 taken at the last epoch and beta is chosen on a validation split (the official script keeps the epoch with the
 best test RMSE). The NIB/HSIC-bottleneck baselines of the paper's tables are not run.
+
+Issue 8 rework (the earlier verdict was ``not_reproduced``: test RMSE CS-IB 1.629 ± 0.073, VIB 1.440 ± 0.049,
+MSE 1.604 ± 0.060, seed means compared, beta chosen per seed, MSE given no hyperparameter):
+
+* **Tuned fairly.** Every method gets a grid of the same size: beta in {1e-3, 1e-2, 1e-1} for CS-IB and VIB, and
+  for plain MSE (no bottleneck term) the Adam weight decay in {1e-4, 1e-3, 1e-2}, its usual regulariser. Each
+  value is chosen by :func:`paperzoo.core.evidence.tune` on seed 0's validation RMSE (final epoch), with the grid
+  extended past a winning edge within [1e-7, 10]; every seed is then trained at the chosen value and scored on its
+  own held-out test split.
+* **A win beyond noise.** "Lower test RMSE" is a paired comparison over the 3 seeds (same data, initialisation and
+  batch order for every method on a seed) with a stated margin of 0.01 (original units of y) beyond two standard
+  errors, against each baseline.
+* **Control.** CS-IB without its compression term (beta = 0: the conditional-CS prediction loss alone) through the
+  same criterion. The IB argument of the paper is that the compression term is what improves generalisation; if
+  the prediction term alone passed too, the criterion could not attribute the gain to the bottleneck.
+* **Budget.** About 60-70 s on one core at full budget (18 trainings of 200 epochs, 8 of them with the CS losses, plus any grid
+  extensions).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
-import numpy as np
 import torch
 
 from paperzoo.core import ClaimContext, ClaimResult, claim
+from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison, tune
 from paperzoo.data.friedman import friedman1_split
 from paperzoo.divergences import cs_ib_loss
 
 BETAS = (1e-3, 1e-2, 1e-1)
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)
+BOUNDS = (1e-7, 10.0)
+MARGIN = 0.01
 K = 16
 CRITERION = (
-    "Mean test RMSE over 3 seeds (beta chosen on validation from {1e-3, 1e-2, 1e-1}) of CS-IB is lower than "
-    "that of VIB (same beta grid) and lower than that of plain MSE regression, same network, optimiser and "
-    "epochs on Friedman #1."
+    "Friedman #1, same network, optimiser and epochs; one value per method chosen on seed 0's validation RMSE "
+    "(beta in {1e-3, 1e-2, 1e-1} for CS-IB and VIB, Adam weight decay in {1e-4, 1e-3, 1e-2} for plain MSE; each "
+    "grid extended past a winning edge within [1e-7, 10]); on 3 seeds' held-out test splits, CS-IB's test RMSE is "
+    "lower than VIB's and lower than plain MSE's, each by a paired mean gain > 0.01 and > 2 SE. Control: CS-IB "
+    "with beta = 0 (prediction term only) through the same criterion; it must fail."
 )
-BASELINE = "VIB (MSE + beta * KL to N(0, I), same beta grid) and plain MSE regression, same network and budget"
+BASELINE = ("VIB (MSE + beta * KL to N(0, I), same beta grid) and plain MSE regression (weight-decay grid of the "
+            "same size), same network and budget")
+METHODS = ("csib", "vib", "mse")
 
 
 class _Net(torch.nn.Module):
@@ -64,9 +90,10 @@ class _Net(torch.nn.Module):
         return mu, logvar
 
 
-def _train(data, method: str, beta: float, seed: int, epochs: int) -> tuple[float, float]:
+def _train(data, method: str, beta: float, seed: int, epochs: int, weight_decay: float = 0.0) -> tuple[float, float]:
+    """(validation RMSE, test RMSE) in the original units of y after ``epochs`` epochs."""
     net = _Net(data.train_x.shape[1], torch.Generator().manual_seed(seed))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=weight_decay)
     order_gen = torch.Generator().manual_seed(seed + 1)
     noise_gen = torch.Generator().manual_seed(seed + 2)
     n, bs = data.train_x.shape[0], 100
@@ -105,29 +132,43 @@ def _train(data, method: str, beta: float, seed: int, epochs: int) -> tuple[floa
 )
 def csib_lower_test_rmse_than_vib_and_mse(ctx: ClaimContext) -> ClaimResult:
     n_train, n_eval = ctx.pick(smoke=(200, 100), full=(800, 300))
-    epochs = ctx.pick(smoke=20, full=200)
-    seeds = ctx.seeds(3)
+    epochs = ctx.pick(smoke=10, full=200)
+    seeds = [seed % (2 ** 31) for seed in ctx.seeds(3)]
     start = time.perf_counter()
-    chosen = {"csib": [], "vib": [], "mse": []}
-    per_beta = {"csib": {}, "vib": {}}
-    for seed in seeds:
-        s = seed % (2 ** 31)
-        data = friedman1_split(n_train, n_eval, n_eval, generator=torch.Generator().manual_seed(s))
-        for method in ("csib", "vib"):
-            runs = [_train(data, method, beta, s, epochs) for beta in BETAS]
-            for beta, (_, te) in zip(BETAS, runs):
-                per_beta[method].setdefault(str(beta), []).append(te)
-            best = min(range(len(BETAS)), key=lambda i: runs[i][0])
-            chosen[method].append(runs[best][1])
-        chosen["mse"].append(_train(data, "mse", 0.0, s, epochs)[1])
-    mean = {k: float(np.mean(v)) for k, v in chosen.items()}
-    std = {k: float(np.std(v)) for k, v in chosen.items()}
-    passed = mean["csib"] < mean["vib"] and mean["csib"] < mean["mse"]
-    metrics = {"test_rmse_mean": mean["csib"], "test_rmse_std": std["csib"], "test_rmse_per_seed": chosen["csib"],
-               "test_rmse_per_beta": per_beta["csib"], "n_train": n_train, "epochs": epochs,
-               "seconds": time.perf_counter() - start}
-    baseline = {"vib": {"test_rmse_mean": mean["vib"], "test_rmse_std": std["vib"],
-                        "test_rmse_per_seed": chosen["vib"], "test_rmse_per_beta": per_beta["vib"]},
-                "mse": {"test_rmse_mean": mean["mse"], "test_rmse_std": std["mse"],
-                        "test_rmse_per_seed": chosen["mse"]}}
-    return ClaimResult.decide(passed, metrics=metrics, baseline=baseline)
+    data = [friedman1_split(n_train, n_eval, n_eval, generator=torch.Generator().manual_seed(s)) for s in seeds]
+
+    def run(method, value, i):
+        if method == "mse":
+            return _train(data[i], "mse", 0.0, seeds[i], epochs, weight_decay=value)
+        return _train(data[i], method, value, seeds[i], epochs)
+
+    sel = tune({m: (lambda v, m=m: run(m, v, 0)) for m in METHODS},
+               {"csib": BETAS, "vib": BETAS, "mse": WEIGHT_DECAYS}, score=lambda out: out[0], bounds=BOUNDS)
+    test = {m: [sel[m].output[1]] + [run(m, sel[m].best, i)[1] for i in range(1, len(seeds))] for m in METHODS}
+    ablation = [_train(d, "csib", 0.0, s, epochs)[1] for d, s in zip(data, seeds)]  # the control: beta = 0
+
+    def beats(values):
+        return {b: paired_comparison(values, test[b], margin=MARGIN) for b in ("vib", "mse")}
+
+    cmp = beats(test["csib"])
+    control_cmp = beats(ablation)
+    passed = all(c.wins for c in cmp.values())
+    control = Control("CS-IB without its compression term (beta = 0) through the same criterion",
+                      all(c.wins for c in control_cmp.values()),
+                      {"test_rmse_per_seed": ablation, **{f"vs_{b}": c.as_metrics() for b, c in control_cmp.items()}})
+    edge = [m for m in METHODS if sel[m].at_edge]
+    headline = (f"test RMSE {fmt_mean_std(test['csib'])} (CS-IB, beta {sel['csib'].best:.2g}) vs "
+                f"{fmt_mean_std(test['vib'])} (VIB, beta {sel['vib'].best:.2g}), {fmt_mean_std(test['mse'])} (MSE, "
+                f"wd {sel['mse'].best:.2g}), 3 seeds, paired gain vs VIB {cmp['vib'].diff_mean:.3f} ± "
+                f"{cmp['vib'].diff_se:.3f} SE, vs MSE {cmp['mse'].diff_mean:.3f} ± {cmp['mse'].diff_se:.3f} SE "
+                f"(margin {MARGIN:g}); control beta = 0: {fmt_mean_std(ablation)}"
+                + (f"; at a bound: {', '.join(edge)}" if edge else ""))
+
+    def summary(m):
+        return {"test_rmse_mean": statistics.fmean(test[m]), "test_rmse_std": statistics.stdev(test[m]),
+                "test_rmse_per_seed": test[m], "selection": sel[m].as_metrics()}
+
+    metrics = {**summary("csib"), **{f"paired_vs_{b}": c.as_metrics() for b, c in cmp.items()},
+               "n_train": n_train, "epochs": epochs, "seconds": time.perf_counter() - start}
+    baseline = {"vib": summary("vib"), "mse": summary("mse")}
+    return ClaimResult.decide(passed, metrics=metrics, baseline=baseline, headline=headline, control=control)

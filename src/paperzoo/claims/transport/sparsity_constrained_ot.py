@@ -9,6 +9,15 @@ Setup (fixed before the first run): 3 seeds; ``n = m`` points uniform in ``[0, 1
 ``max_iter = 2000``, float64. Anchors: ``ot.emd2`` (unregularised OT) and POT's quadratic OT
 ``ot.smooth.smooth_ot_dual(reg_type='l2')``; entropic OT (``sinkhorn_log`` at the same ``reg``) is reported
 for its density.
+
+Issue 8 rework: the measurement and the criterion are unchanged (a solver check, nothing is tuned or compared
+across noisy runs; the earlier verdict was ``not_reproduced`` because part (b) fails for 2 <= k < the quadratic
+plan's column cardinality, where the semi-dual is a strict relaxation of the nonconvex primal, POT's solver shows
+the same violations). Added are a headline and a discriminating control for part (a), whose bound holds by
+construction of the solver's top-k projection: POT's quadratic-OT plan at the same ``reg`` (no cardinality
+constraint) through the cardinality part at the smallest constrained ``k = 2``. At ``reg = 0.5`` the quadratic plan
+is itself sparse (4 to 5 nonzeros per column at ``n = 30``), so if it met ``k = 2`` too, part (a) would show the
+regulariser's sparsity, not the constraint's; it must fail.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import ot
 import torch
 
 from paperzoo.core import ClaimContext, ClaimResult, claim
+from paperzoo.core.evidence import Control
 from paperzoo.transport import sinkhorn_log, sparsity_constrained_ot
 
 REG = 0.5
@@ -29,8 +39,10 @@ CRITERION = (
     "k in {1, 2, 4, 8, n}): (a) every column of every plan has <= k nonzeros; (b) every plan has L1 marginal "
     "error <= 1e-3; (c) k = 1 gives the unregularised OT cost, |cost - ot.emd2| <= 1e-6 * ot.emd2; (d) k = n "
     "gives POT's quadratic OT plan, max |T - T_l2| <= 1e-4 / n; (e) the seed-mean normalised cost "
-    "(cost_k - emd) / (cost_l2 - emd) is nondecreasing in k (slack 0.02)."
+    "(cost_k - emd) / (cost_l2 - emd) is nondecreasing in k (slack 0.02). Control: POT's quadratic-OT plan "
+    "(no cardinality constraint) through (a) at k = 2; it must fail."
 )
+CONTROL_K = 2
 
 
 def _problem(seed: int, n: int):
@@ -84,6 +96,19 @@ def interpolates_emd_and_quadratic_ot(ctx: ClaimContext) -> ClaimResult:
     norm_mean = [float(np.mean([r["per_k"][k]["normalised"] for r in rows])) for k in ks]
     e_ok = all(norm_mean[i + 1] >= norm_mean[i] - 0.02 for i in range(len(ks) - 1))
     passed = a_ok and b_ok and c_ok and d_ok and e_ok
+    control = Control(f"POT's quadratic-OT plan (same reg, no cardinality constraint) through (a) at k = {CONTROL_K}",
+                      all(r["nnz_col_l2"] <= CONTROL_K for r in rows),
+                      {"l2_max_nnz_col": [r["nnz_col_l2"] for r in rows]})
+    constrained = [k for k in ks if 1 < k < n]
+    worst_marg = {k: max(r["per_k"][k]["marginal_error"] for r in rows) for k in ks}
+    headline = (f"n = {n}, 3 seeds: max column nonzeros "
+                + "/".join(str(max(r["per_k"][k]["max_nnz_col"] for r in rows)) for k in ks)
+                + f" at k = {'/'.join(map(str, ks))} (quadratic OT: {max(r['nnz_col_l2'] for r in rows)}); "
+                f"k = 1 vs ot.emd2 rel. gap {max(abs(r['per_k'][1]['cost'] - r['emd']) / r['emd'] for r in rows):.1e}; "
+                f"k = n vs POT l2 plan max diff {max(r['per_k'][n]['max_abs_diff_l2'] for r in rows):.1e} "
+                f"(tol {1e-4 / n:.1e}); max marginal error at k = {'/'.join(map(str, constrained))}: "
+                + "/".join(f"{worst_marg[k]:.1e}" for k in constrained) + " (tol 1e-3); normalised cost "
+                + "/".join(f"{v:.3f}" for v in norm_mean))
 
     def stat(key):
         vals = np.array([[r["per_k"][k][key] for k in ks] for r in rows], dtype=float)
@@ -117,4 +142,4 @@ def interpolates_emd_and_quadratic_ot(ctx: ClaimContext) -> ClaimResult:
         ax.legend(fontsize=7)
         fig.tight_layout()
         ctx.save_figure(fig, "interpolation")
-    return ClaimResult.decide(passed, metrics=metrics, baseline=baseline)
+    return ClaimResult.decide(passed, metrics=metrics, baseline=baseline, headline=headline, control=control)

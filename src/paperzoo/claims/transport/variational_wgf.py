@@ -10,6 +10,23 @@ authors' code: ``m ~ N(0, I)``, ``S`` with eigenvalues uniform in ``[0.5, 1]``. 
 with the same map network, the same Adam learning rate (the paper's 5e-3), the same number of map updates and
 the same particles. The error is the paper's metric: the symmetric KL between the Gaussian fitted to the
 particles and the exact marginal at ``t = K tau``. ``sampling_floor`` is the same metric for ``n`` exact samples.
+
+Issue 8 rework (the earlier verdict was ``reproduced``: symmetric KL 0.0021 vs 0.0022 at d = 2, 0.019 vs 0.013 at
+d = 8, criterion on seed means):
+
+* **A win beyond noise.** The non-inferiority part ("<= 2x the baseline + 0.02") is now paired over the 3 seeds
+  (:func:`paperzoo.core.evidence.paired_comparison` of ``KL_var`` against ``2 KL_density + 0.02``: the paired mean
+  margin must be positive beyond two standard errors), at each dimension.
+* **Control.** The JKO scheme with its key ingredient, the entropy term, removed: each step is then the exact
+  proximal step of ``V`` alone, ``y = (I + tau S^{-1})^{-1} (x + tau S^{-1} m)`` (closed form, no training), which
+  contracts the particles towards ``m`` instead of diffusing them. Put through the same criterion it must fail: a
+  pass would mean the criterion cannot see whether the entropy of the flow is followed at all.
+* **Not re-tuned, and why.** Both schemes keep the paper's Adam learning rate 5e-3 (the authors' code uses it for
+  the map and the critic in its Gaussian experiments), so the tuning effort is equal (none). Tuning both on a
+  separate tuning instance with a 3-value grid would triple the cost: each run is 1600 map updates (8 JKO steps x
+  200) plus 4800 critic updates for the variational scheme, and the claim already takes about 100 s on one core
+  (12 such runs; the implementation, not the claim, sets that cost). Since the claim is non-inferiority, an
+  under-tuned baseline would favour the method: this is the weak point of the check, and says so.
 """
 
 from __future__ import annotations
@@ -20,15 +37,36 @@ import time
 import torch
 
 from paperzoo.core import ClaimContext, ClaimResult, claim
+from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
 from paperzoo.data.gaussians import gaussian_symkl, ou_gaussian_marginal, random_spd
 from paperzoo.transport.variational_wgf import density_jko, variational_jko
 
 CRITERION = (
-    "At t = K*tau (tau = 0.05), for d = 2 and d = 8, averaged over 3 seeds: the variational JKO particles' "
-    "symmetric KL to the exact OU marginal is <= 2 x that of the density-based JKO baseline + 0.02, and the "
-    "variational particles' relative mean error ||mean - mean_t|| / max(||mean_t||, 1) < 0.10 and relative "
-    "covariance error ||cov - cov_t||_F / ||cov_t||_F < 0.15."
+    "At t = K*tau (tau = 0.05), for d = 2 and d = 8, paired over 3 seeds: the variational JKO particles' "
+    "symmetric KL to the exact OU marginal is below 2 x that of the density-based JKO baseline + 0.02 (paired "
+    "mean of 2 KL_density + 0.02 - KL_variational > 0 and > 2 SE), and the variational particles' seed-mean "
+    "relative mean error ||mean - mean_t|| / max(||mean_t||, 1) < 0.10 and relative covariance error "
+    "||cov - cov_t||_F / ||cov_t||_F < 0.15. Control: JKO without the entropy term (exact proximal steps of V) "
+    "through the same criterion; it must fail."
 )
+
+
+def _criterion(rows: list[dict], den_rows: list[dict]) -> tuple[bool, object]:
+    """The pre-registered test at one dimension: paired non-inferiority in symmetric KL, and the moment errors."""
+    cmp = paired_comparison([r["symkl"] for r in rows], [2 * r["symkl"] + 0.02 for r in den_rows], margin=0.0)
+    ok = (cmp.wins and statistics.fmean(r["mean_rel_err"] for r in rows) < 0.10
+          and statistics.fmean(r["cov_rel_err"] for r in rows) < 0.15)
+    return ok, cmp
+
+
+def _drift_only_jko(x0: torch.Tensor, m: torch.Tensor, S_inv: torch.Tensor, tau: float, K: int) -> torch.Tensor:
+    """K exact proximal steps of V(x) = (x - m)^T S^{-1} (x - m) / 2 alone: the JKO scheme without its entropy."""
+    d = x0.shape[1]
+    step = torch.linalg.inv(torch.eye(d, dtype=torch.float64) + tau * S_inv)
+    x = x0.double()
+    for _ in range(K):
+        x = (x + tau * (S_inv @ m)) @ step.T
+    return x
 
 
 def _errors(x: torch.Tensor, mt: torch.Tensor, St: torch.Tensor) -> dict:
@@ -62,15 +100,16 @@ def _summary(rows: list[dict]) -> dict:
 def ou_flow_matches_closed_form(ctx: ClaimContext) -> ClaimResult:
     n = ctx.pick(smoke=256, full=1000)
     K = ctx.pick(smoke=2, full=8)
-    n_iter = ctx.pick(smoke=15, full=200)
+    n_iter = ctx.pick(smoke=8, full=200)
     tau, batch = 0.05, 256
     dims = [2, 8]
     metrics = {"n_particles": n, "jko_steps": K, "tau": tau, "time": K * tau, "map_updates_per_step": n_iter,
                "critic_updates_per_map_update": 3, "batch_size": batch, "seeds": ctx.seeds(3)}
     baseline = {}
-    passed = True
+    passed, control_passed = True, True
+    control_metrics, heads = {}, []
     for d in dims:
-        rows = {"variational": [], "density": [], "floor": []}
+        rows = {"variational": [], "density": [], "floor": [], "drift_only": []}
         secs = {"variational": 0.0, "density": 0.0}
         for seed in ctx.seeds(3):
             g = torch.Generator().manual_seed(seed)
@@ -96,12 +135,24 @@ def ou_flow_matches_closed_form(ctx: ClaimContext) -> ClaimResult:
                 rows[name].append(_errors(res.x, mt, St))
             exact = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(St).T + mt
             rows["floor"].append(_errors(exact, mt, St))
+            rows["drift_only"].append(_errors(_drift_only_jko(x0, m, torch.linalg.inv(S), tau, K), mt, St))
         var, den, floor = (_summary(rows[k]) for k in ("variational", "density", "floor"))
-        ok = (var["symkl"]["mean"] <= 2 * den["symkl"]["mean"] + 0.02
-              and var["mean_rel_err"]["mean"] < 0.10 and var["cov_rel_err"]["mean"] < 0.15)
+        ok, cmp = _criterion(rows["variational"], rows["density"])
         passed = passed and ok
+        c_ok, c_cmp = _criterion(rows["drift_only"], rows["density"])
+        control_passed = control_passed and c_ok
+        control_metrics[f"d{d}"] = {**_summary(rows["drift_only"]), "paired_vs_2x_density": c_cmp.as_metrics()}
         per_update = 3 * n_iter * K
         metrics[f"d{d}"] = {**var, "sampling_floor_symkl": floor["symkl"]["mean"], "passed": ok,
+                            "paired_vs_2x_density_plus_0.02": cmp.as_metrics(),
                             "seconds_per_map_update": secs["variational"] / per_update}
         baseline[f"d{d}"] = {**den, "seconds_per_map_update": secs["density"] / per_update}
-    return ClaimResult.decide(passed, metrics=metrics, baseline=baseline)
+        heads.append(f"d={d}: {fmt_mean_std([r['symkl'] for r in rows['variational']])} (variational) vs "
+                     f"{fmt_mean_std([r['symkl'] for r in rows['density']])} (density-based), paired margin to "
+                     f"2x+0.02 {cmp.diff_mean:.3g} ± {cmp.diff_se:.2g} SE; cov error "
+                     f"{var['cov_rel_err']['mean']:.3f}; drift-only control KL "
+                     f"{fmt_mean_std([r['symkl'] for r in rows['drift_only']])}")
+    control = Control("JKO without the entropy term (exact proximal steps of V alone) through the same criterion",
+                      control_passed, control_metrics)
+    headline = f"symmetric KL to the exact OU marginal at t = {K * tau:g}, 3 seeds: " + "; ".join(heads)
+    return ClaimResult.decide(passed, metrics=metrics, baseline=baseline, headline=headline, control=control)
