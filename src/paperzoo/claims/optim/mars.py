@@ -1,101 +1,94 @@
 """Claim check for MARS (Yuan et al., 2024): variance-reduced MARS-AdamW beats AdamW at an equal step budget.
 
-Scaled-down analog of the paper's GPT-2 experiments: a one-hidden-layer MLP on scikit-learn's digits with small
-mini-batches (batch 16, so the stochastic gradient noise that MARS's correction term targets is large).
+Scaled-down analog of the paper's GPT-2 experiments: a one-hidden-layer MLP (64 hidden) on scikit-learn's digits
+with small mini-batches (batch 16, so the stochastic gradient noise that MARS's correction term targets is large).
 
-Setup, fixed before the first run: 3 seeds (each its own split, initialisation and batch sequence, shared by all
-optimizers), hidden width 64, 100 (smoke) / 2,000 (full) steps, no weight decay, no schedule. Each optimizer gets
-the same learning-rate grid {1e-3, 3e-3, 1e-2}, and is scored at its best grid point by mean validation loss.
-The claim was first registered with 300 (smoke) / 2,000 (full) steps; its first smoke run (not_reproduced,
-0.188 vs 0.176) took five minutes on a loaded machine, so the smoke budget was cut to 100 steps for runtime. The
-full budget stays at the registered 2,000 steps.
-MARS-AdamW uses the paper's defaults (betas (0.95, 0.99), gamma 0.025); AdamW the paper's GPT-2 baseline betas
-(0.9, 0.95). MARS with gamma = 0 (same betas and clipping, no variance reduction) is reported as an ablation.
+Setup, fixed before the first run: 3 paired seeds (seed i fixes the train / validation / test split, 60/20/20,
+the initialisation and the batch sequence for every optimizer); 100 (smoke) / 1,000 (full) steps; no weight
+decay, no schedule. Every optimizer's learning rate is chosen by :func:`paperzoo.claims.optim._tuning
+.tune_over_seeds` (``paperzoo.core.evidence.tune``) on the mean validation cross-entropy over the seeds, from the
+same 4-point half-decade grid {3e-4, 1e-3, 3e-3, 1e-2} (smoke: {1e-3, 3e-3}), extended past a winning edge (at
+most 4 extensions, 1 in smoke; bounds 1e-5..1); the verdict reads the held-out test cross-entropy of the chosen
+runs. MARS-AdamW at the paper's defaults (betas (0.95, 0.99), gamma 0.025); AdamW with the paper's GPT-2 baseline
+betas (0.9, 0.95). Control (the key ingredient removed): MARS with gamma = 0 (same betas and gradient clipping, no
+variance-reduction term), tuned the same way and put through the same criterion against AdamW; if it passes too,
+the gain comes from the betas or the clipping, not from variance reduction, and the verdict is inconclusive.
+
+Changed from the first version (reproduced, 0.148 ± 0.092 vs 0.166 ± 0.117, a win on 2 of 3 seeds, inside seed
+noise): that version picked each learning rate on the test split that also decided the verdict, both MARS and
+AdamW picked the lowest lr of a 3-point grid (untuned), the verdict was a bare comparison of means, and the
+gamma = 0 ablation was reported but never decided anything. Now: a validation split for selection, an extending
+grid, a paired win beyond 2 SE and a stated margin, and the ablation as the control. The step budget went from
+2,000 to 1,000 so that the larger grid (4 points, extensions, three optimizers) fits the ~60 s budget; and the
+held-out features are clipped to their training range (see ``_tuning.digits_data``): before, a handful of held-out
+images with a 100- to 1,000-sigma feature (a pixel almost never lit in training) dominated every test loss.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
 import torch
 
+from paperzoo.claims.optim._tuning import edge_note, mlp_run, selection_metrics, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.data.digits import digits_split, single_thread, train_mlp
+from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
 from paperzoo.optim import MARS
 
-LRS = (1e-3, 3e-3, 1e-2)
 BATCH = 16
-NUM_SEEDS = 3
-
-
-def _sweep(make, seeds, steps):
-    """{lr: [MLPResult per seed]} for ``make(params, lr)``."""
-    out = {}
-    for lr in LRS:
-        out[lr] = []
-        for s in seeds:
-            data = digits_split(0.3, generator=torch.Generator().manual_seed(s))
-            out[lr].append(train_mlp(data, lambda ps, lr=lr: make(ps, lr), steps=steps, batch_size=BATCH,
-                                     seed=s % (2**31), record_every=max(1, steps // 20)))
-    return out
-
-
-def _summary(runs):
-    mean_val = {lr: statistics.fmean(r.test_loss for r in rs) for lr, rs in runs.items()}
-    best = min(mean_val, key=mean_val.get)
-    rs = runs[best]
-    return dict(best_lr=best, val_loss=mean_val[best], val_loss_std=statistics.pstdev(r.test_loss for r in rs),
-                val_loss_per_seed=[r.test_loss for r in rs],
-                train_loss=statistics.fmean(r.train_loss for r in rs),
-                val_accuracy=statistics.fmean(r.test_accuracy for r in rs),
-                val_loss_by_lr={str(lr): v for lr, v in mean_val.items()},
-                history=[statistics.fmean(h) for h in zip(*(r.history for r in rs))])
+GRID = (3e-4, 1e-3, 3e-3, 1e-2)
+BOUNDS = (1e-5, 1.0)
+MARGIN = 0.02  # the paired gain must exceed 2% of AdamW's mean test loss (and 2 SE)
+CONTROL = "MARS gamma=0"
+MAKERS = {
+    "MARS": lambda ps, lr: MARS(ps, lr=lr),
+    "AdamW": lambda ps, lr: torch.optim.AdamW(ps, lr=lr, betas=(0.9, 0.95), weight_decay=0.0),
+    CONTROL: lambda ps, lr: MARS(ps, lr=lr, gamma=0.0),
+}
 
 
 @claim(
     "mars",
     statement="MARS-AdamW (scaled stochastic recursive momentum with AdamW preconditioning) reaches a lower "
-              "validation loss than AdamW at the same number of steps when gradients are noisy.",
-    criterion="Digits MLP (64 hidden), batch 16, 100 (smoke) / 2,000 (full) steps, 3 seeds, lr grid "
-              "{1e-3, 3e-3, 1e-2} for each optimizer, each scored at its best lr by mean validation loss. Passes "
-              "if MARS-AdamW's best mean validation loss is lower than AdamW's.",
-    baseline="torch.optim.AdamW(betas=(0.9, 0.95)) with the same lr grid, steps, seeds and batches; MARS with "
-             "gamma=0 reported as an ablation",
-    timeout={"smoke": 120.0, "full": 1200.0},
+              "held-out loss than AdamW at the same number of steps when gradients are noisy, and the gain comes "
+              "from its variance-reduction term.",
+    criterion="Digits MLP (64 hidden), batch 16, 100 (smoke) / 1,000 (full) steps, 3 paired seeds (split "
+              "60/20/20, initialisation, batches). Each optimizer's lr is tuned on mean validation loss over the "
+              "seeds from the same 4-point grid {3e-4, 1e-3, 3e-3, 1e-2} (2 points in smoke), extended past a "
+              "winning edge; the verdict uses held-out test cross-entropy. Passes if MARS-AdamW's paired mean "
+              "test-loss gain over AdamW exceeds margin = 2% of AdamW's mean test loss and 2 SE. Control, which "
+              "must fail the same criterion: MARS with gamma = 0 (no variance reduction), tuned the same way.",
+    baseline="torch.optim.AdamW(betas=(0.9, 0.95), no weight decay) with a grid of the same size, the same steps, "
+             "seeds, splits and batches",
+    timeout={"smoke": 120.0, "full": 900.0},
+    threads=1,
 )
 def beats_adamw_on_noisy_digits(ctx: ClaimContext) -> ClaimResult:
-    steps = ctx.pick(smoke=100, full=2000)
-    seeds = ctx.seeds(NUM_SEEDS)
     start = time.perf_counter()
-    with single_thread():
-        mars = _summary(_sweep(lambda ps, lr: MARS(ps, lr=lr), seeds, steps))
-        ablation = _summary(_sweep(lambda ps, lr: MARS(ps, lr=lr, gamma=0.0), seeds, steps))
-        adamw = _summary(_sweep(lambda ps, lr: torch.optim.AdamW(ps, lr=lr, betas=(0.9, 0.95), weight_decay=0.0),
-                                seeds, steps))
-    passed = mars["val_loss"] < adamw["val_loss"]
-    _figure(ctx, mars, adamw, ablation, steps)
-    metrics = dict(mars, steps=steps, batch_size=BATCH, lr_grid=list(LRS), num_seeds=NUM_SEEDS,
-                   gamma0_ablation=dict((k, ablation[k]) for k in ("best_lr", "val_loss", "val_loss_std",
-                                                                    "train_loss")),
+    steps = ctx.pick(smoke=100, full=1000)
+    seeds = ctx.seeds(3)
+    grid = ctx.pick(smoke=GRID[1:3], full=GRID)
+
+    def run(name, lr, seed):
+        return mlp_run(lambda ps: MAKERS[name](ps, lr), seed, steps=steps, batch_size=BATCH)
+
+    sel = tune_over_seeds(run, {n: grid for n in MAKERS}, seeds, bounds=BOUNDS,
+                          max_extensions=ctx.pick(smoke=1, full=4))
+    test = {n: values(s, "test") for n, s in sel.items()}
+    base_mean = statistics.fmean(test["AdamW"])
+    margin = MARGIN * base_mean if math.isfinite(base_mean) else 0.0
+    cmp = paired_comparison(test["MARS"], test["AdamW"], margin=margin)
+    ctrl = paired_comparison(test[CONTROL], test["AdamW"], margin=margin)
+    control = Control("MARS with gamma = 0 (no variance reduction; same betas and clipping), tuned on a grid of "
+                      "the same size, through the same criterion against AdamW",
+                      passed=ctrl.wins, metrics=dict(test_loss=test[CONTROL], vs_adamw=ctrl.as_metrics()))
+    headline = (cmp.headline("test loss", "MARS", "AdamW") + f"; control gamma=0 {fmt_mean_std(test[CONTROL])}, "
+                f"gain {ctrl.diff_mean:.3g} ± {ctrl.diff_se:.2g} SE" + edge_note(sel))
+    metrics = dict(steps=steps, batch_size=BATCH, num_seeds=len(seeds), margin=margin, mars_vs_adamw=cmp.as_metrics(),
+                   test_loss=test, test_accuracy={n: values(s, "test_acc") for n, s in sel.items()},
+                   val_loss={n: values(s, "val") for n, s in sel.items()}, **selection_metrics(sel),
                    seconds=round(time.perf_counter() - start, 2))
-    return ClaimResult.decide(passed, metrics=metrics, baseline=adamw)
-
-
-def _figure(ctx, mars, adamw, ablation, steps):
-    if ctx.figure_dir is None:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, s in (("MARS-AdamW", mars), ("AdamW", adamw), ("MARS gamma=0", ablation)):
-        xs = [steps * (i + 1) / len(s["history"]) for i in range(len(s["history"]))]
-        ax.plot(xs, s["history"], label=f"{name} (lr={s['best_lr']})")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (mean of seeds)")
-    ax.legend(fontsize=8)
-    ctx.save_figure(fig, "training_loss")
+    return ClaimResult.decide(cmp.wins, metrics=metrics, baseline=dict(AdamW=test["AdamW"]), headline=headline,
+                              control=control)
