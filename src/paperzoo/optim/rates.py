@@ -8,8 +8,13 @@ Pieces:
 - :func:`run_gradient_method`: (proximal) (stochastic) gradient descent,
   :math:`x_{t+1} = \operatorname{prox}_{\gamma_t h}(x_t - \gamma_t g_t)`, vectorised over any batch of
   independent runs, recording the last iterate and the uniform average at chosen steps.
+- :func:`run_heavy_ball`: (stochastic) heavy ball with the handbook's step and momentum schedule
+  (:math:`\gamma_t = 2\eta/(t+3)`, :math:`\beta_t = t/(t+3)`, the iterate-moving-average form with
+  :math:`\lambda_t = t/2`).
 - Bounds from the handbook, each a function of the step count ``t`` (a tensor) and the problem constants:
-  :func:`gd_convex_bound`, :func:`gd_strongly_convex_bound`, :func:`sgd_strongly_convex_bound`.
+  :func:`gd_convex_bound`, :func:`gd_strongly_convex_bound`, :func:`gd_pl_bound`, :func:`sgd_strongly_convex_bound`,
+  :func:`heavy_ball_convex_bound`, :func:`subgradient_bound`. Their constants are re-derived in each docstring
+  (the proof fits in a few lines), because the handbook's own text could not be read where this was written.
 - :func:`check_bound`: measured against bound at every recorded step (:class:`BoundCheck`).
 - :func:`fit_loglog_slope`: least-squares slope of :math:`\log y` on :math:`\log x` (:class:`SlopeFit`), how a
   rate :math:`O(T^{-a})` is read off an experiment; :func:`fit_linear_rate` does the same for
@@ -37,6 +42,10 @@ __all__ = [
     "gd_convex_bound",
     "gd_strongly_convex_bound",
     "sgd_strongly_convex_bound",
+    "gd_pl_bound",
+    "run_heavy_ball",
+    "heavy_ball_convex_bound",
+    "subgradient_bound",
     "check_bound",
     "fit_loglog_slope",
     "fit_linear_rate",
@@ -190,6 +199,151 @@ def sgd_strongly_convex_bound(t: torch.Tensor, gamma: float, mu: float, r0_sq: f
     sigma_star_sq = check_nonnegative("sigma_star_sq", sigma_star_sq)
     t = torch.as_tensor(t, dtype=torch.float64)
     return (1 - gamma * mu) ** t * r0_sq + 2 * gamma * sigma_star_sq / mu
+
+
+def gd_pl_bound(t: torch.Tensor, L: float, mu: float, gap0: float) -> torch.Tensor:
+    r"""Bound for gradient descent with :math:`\gamma = 1/L` on an :math:`L`-smooth function satisfying the
+    Polyak-Lojasiewicz inequality :math:`\tfrac12\|\nabla f(x)\|^2 \ge \mu(f(x) - f_*)` (convexity not needed):
+
+    .. math:: f(x_t) - f_* \le (1 - \mu/L)^t\,(f(x_0) - f_*),
+
+    ``gap0`` = :math:`f(x_0) - f_*`. Proof: the descent lemma gives :math:`f(x_{t+1}) \le f(x_t) -
+    \tfrac{1}{2L}\|\nabla f(x_t)\|^2`, and PL turns the decrease into :math:`\tfrac{\mu}{L}(f(x_t) - f_*)`.
+
+    Example:
+        >>> gd_pl_bound(torch.tensor([0.0, 1.0, 2.0]), L=2.0, mu=1.0, gap0=4.0).tolist()
+        [4.0, 2.0, 1.0]
+    """
+    L = check_positive("L", L)
+    mu = check_number("mu", mu, low=0.0, high=L)
+    gap0 = check_nonnegative("gap0", gap0)
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return (1 - mu / L) ** t * gap0
+
+
+def run_heavy_ball(
+    oracle: Callable[[torch.Tensor, int], torch.Tensor],
+    x0: torch.Tensor,
+    eta: float,
+    num_steps: int,
+    *,
+    record: Sequence[int] | None = None,
+) -> Trajectory:
+    r"""(Stochastic) heavy ball with the handbook's schedule for convex problems.
+
+    References: Handbook of Convergence Theorems for (Stochastic) Gradient Methods (Garrigos, Gower), 2023
+    (the momentum section); the schedule is that of Sebbouh, Gower and Defazio, Almost sure convergence rates for
+    Stochastic Gradient Descent and Stochastic Heavy Ball, 2021.
+
+    .. math::
+        x_{t+1} = x_t - \gamma_t g_t + \beta_t (x_t - x_{t-1}), \qquad
+        \gamma_t = \frac{2\eta}{t + 3}, \quad \beta_t = \frac{t}{t + 3}, \quad x_{-1} = x_0,
+
+    with :math:`g_t` = ``oracle(x_t, t)``. It is the iterate-moving-average form
+    :math:`z_{t+1} = z_t - \eta g_t`, :math:`x_{t+1} = \frac{\lambda_{t+1}}{1 + \lambda_{t+1}} x_t +
+    \frac{1}{1 + \lambda_{t+1}} z_{t+1}` with :math:`\lambda_t = t/2` and :math:`z_0 = x_0`; see
+    :func:`heavy_ball_convex_bound` for its guarantee. Every run in the batch moves at once.
+
+    Args:
+        oracle: ``(x, t) -> g``, shapes ``(*batch, d)``.
+        x0: start, ``(*batch, d)``.
+        eta: :math:`\eta > 0` (the bound needs :math:`\eta \le 1/(4L_{\max})`).
+        num_steps: :math:`T \ge 1`.
+        record: step counts at which to keep the iterate (default ``0..T``).
+
+    Returns:
+        :class:`Trajectory` (``average`` is the uniform average of :math:`x_1..x_t`, as in
+        :func:`run_gradient_method`).
+
+    Example:
+        >>> traj = run_heavy_ball(lambda x, t: x, torch.ones(1, dtype=torch.float64), 0.25, 2)
+        >>> [round(v, 6) for v in traj.last.flatten().tolist()]
+        [1.0, 0.833333, 0.6875]
+    """
+    check_tensor("x0", x0)
+    if x0.dim() == 0:
+        raise ValueError("x0 must have at least 1 dimension (the last is d), got shape ()")
+    eta = check_positive("eta", eta)
+    num_steps = check_int("num_steps", num_steps, low=1)
+    record_set = list(range(num_steps + 1)) if record is None else sorted(
+        {check_int("record", r, low=0, high=num_steps) for r in record})
+    wanted = set(record_set)
+    x, x_prev = x0.clone(), x0.clone()
+    running_sum = torch.zeros_like(x0)
+    lasts, avgs = ([x0.clone()], [x0.clone()]) if 0 in wanted else ([], [])
+    diverged, n_iter = False, 0
+    for t in range(num_steps):
+        x, x_prev = x - (2 * eta / (t + 3)) * oracle(x, t) + (t / (t + 3)) * (x - x_prev), x
+        running_sum += x
+        n_iter = t + 1
+        if not bool(torch.isfinite(x).all()):
+            diverged = True
+            warnings.warn(f"run_heavy_ball: non-finite iterate at step {t + 1}; reduce eta", RuntimeWarning,
+                          stacklevel=2)
+            break
+        if n_iter in wanted:
+            lasts.append(x.clone())
+            avgs.append(running_sum / n_iter)
+    while len(lasts) < len(record_set):
+        lasts.append(torch.full_like(x0, float("nan")))
+        avgs.append(torch.full_like(x0, float("nan")))
+    return Trajectory(torch.tensor(record_set), torch.stack(lasts), torch.stack(avgs), n_iter, diverged)
+
+
+def heavy_ball_convex_bound(t: torch.Tensor, eta: float, r0_sq: float, sigma_star_sq: float = 0.0) -> torch.Tensor:
+    r"""Bound for :func:`run_heavy_ball` with :math:`\eta \le 1/(4L_{\max})` on a sum of convex
+    :math:`L_{\max}`-smooth terms (deterministic: :math:`\sigma_* = 0`, :math:`L_{\max} = L`):
+
+    .. math:: \mathbb E[f(x_t)] - f_* \le \frac{\|x_0 - x_*\|^2}{\eta\,(t + 1)} + 2\eta\sigma_*^2,
+
+    :math:`\sigma_*^2 = \mathbb E\|\nabla f_i(x_*)\|^2`. Proof (Lyapunov): with :math:`z_t = x_t + \lambda_t(x_t -
+    x_{t-1})` and :math:`E_t = \|z_t - x_*\|^2 + 2\eta\lambda_t (f(x_{t-1}) - f_*)`, convexity and
+    :math:`\mathbb E\|g_t\|^2 \le 4L_{\max}(f(x_t) - f_*) + 2\sigma_*^2` give :math:`\mathbb E E_{t+1} \le E_t +
+    2\eta^2\sigma_*^2` as long as :math:`\lambda_{t+1} \le 1 + \lambda_t - 2\eta L_{\max}`, which
+    :math:`\lambda_t = t/2`, :math:`\eta \le 1/(4L_{\max})` satisfy; summing and dividing by
+    :math:`2\eta\lambda_{t+1} = \eta(t+1)` gives the bound.
+
+    Example:
+        >>> heavy_ball_convex_bound(torch.tensor([0.0, 3.0]), eta=0.5, r0_sq=2.0).tolist()
+        [4.0, 1.0]
+    """
+    eta = check_positive("eta", eta)
+    r0_sq = check_nonnegative("r0_sq", r0_sq)
+    sigma_star_sq = check_nonnegative("sigma_star_sq", sigma_star_sq)
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return r0_sq / (eta * (t + 1)) + 2 * eta * sigma_star_sq
+
+
+def subgradient_bound(step_sizes: torch.Tensor, G: float, r0_sq: float) -> torch.Tensor:
+    r"""Bound for the (stochastic) subgradient method :math:`x_{s+1} = x_s - \gamma_s g_s` on a convex
+    :math:`G`-Lipschitz function (for stochastic :math:`g_s`, :math:`\mathbb E\|g_s\|^2 \le G^2`): after
+    :math:`t` steps,
+
+    .. math:: \min_{0 \le s < t} f(x_s) - f_* \le \frac{\|x_0 - x_*\|^2 + G^2 \sum_{s<t} \gamma_s^2}{2\sum_{s<t}
+        \gamma_s}
+
+    (the same holds for the :math:`\gamma`-weighted average of :math:`x_0..x_{t-1}`, by Jensen). Proof:
+    :math:`\|x_{s+1} - x_*\|^2 \le \|x_s - x_*\|^2 - 2\gamma_s (f(x_s) - f_*) + \gamma_s^2 G^2`, summed.
+
+    Args:
+        step_sizes: :math:`\gamma_0, \dots, \gamma_{T-1}`, shape ``(T,)``, positive.
+        G: Lipschitz constant :math:`G \ge 0`.
+        r0_sq: :math:`\|x_0 - x_*\|^2`.
+
+    Returns:
+        The bound for :math:`t = 1..T`, shape ``(T,)``.
+
+    Example:
+        >>> subgradient_bound(torch.tensor([0.5, 0.5]), G=1.0, r0_sq=1.0).tolist()
+        [1.25, 0.75]
+    """
+    check_tensor("step_sizes", step_sizes, ndim=1)
+    if bool((step_sizes <= 0).any()):
+        raise ValueError("step_sizes must be > 0 entrywise")
+    G = check_nonnegative("G", G)
+    r0_sq = check_nonnegative("r0_sq", r0_sq)
+    gam = step_sizes.double()
+    return (r0_sq + G * G * torch.cumsum(gam * gam, 0)) / (2 * torch.cumsum(gam, 0))
 
 
 class BoundCheck(NamedTuple):
