@@ -109,3 +109,14 @@ def test_headline_is_one_line_and_control_needs_description():
         ClaimResult.decide(True, metrics={}, headline="a\nb")
     with pytest.raises(ValueError, match="description must be a non-empty string"):
         Control("", passed=False)
+
+
+def test_paired_control_runs_the_same_paired_test():
+    from paperzoo.core.evidence import paired_control
+
+    ctrl, cmp = paired_control("ablation", [1.0, 1.1, 0.9], [2.0, 2.2, 1.9], margin=0.1, extra=1)
+    assert ctrl.passed and cmp.wins and ctrl.metrics["extra"] == 1 and ctrl.metrics["values"] == [1.0, 1.1, 0.9]
+    res = ClaimResult.decide(True, metrics={}, control=ctrl)
+    assert res.verdict.value == "inconclusive"
+    ctrl, _ = paired_control("ablation", [2.0, 2.2, 1.9], [2.0, 2.2, 1.9], margin=0.1)
+    assert not ctrl.passed and ctrl.metrics["vs_baseline"]["wins"] is False

@@ -36,7 +36,7 @@ from typing import Any
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative
 
 __all__ = ["Selection", "select_on_grid", "tune", "PairedComparison", "paired_comparison", "Control",
-           "mean_std", "fmt_mean_std"]
+           "paired_control", "mean_std", "fmt_mean_std"]
 
 
 def _fmt(x: float) -> str:
@@ -321,3 +321,27 @@ class Control:
 
     def as_dict(self) -> dict[str, Any]:
         return {"description": self.description, "passed": self.passed, "metrics": dict(self.metrics)}
+
+
+def paired_control(
+    description: str,
+    control: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    margin: float = 0.0,
+    lower_is_better: bool = True,
+    min_seeds: int = 3,
+    **metrics: Any,
+) -> tuple[Control, PairedComparison]:
+    """The control that goes through the claim's own paired criterion: ``control`` (per-seed values of the method
+    without its key ingredient, say) against the same ``baseline`` values with the same margin.
+
+    Returns the :class:`Control` (``passed`` when the control wins too) and its :class:`PairedComparison` (for the
+    headline). ``metrics`` are added to the control's metrics beside ``values`` and ``vs_baseline``.
+
+    >>> ctrl, cmp = paired_control("MARS with gamma = 0", [1.9, 2.1, 2.0], [2.0, 2.2, 1.9], margin=0.05)
+    >>> ctrl.passed, round(cmp.diff_mean, 3)
+    (False, 0.033)
+    """
+    cmp = paired_comparison(control, baseline, margin=margin, lower_is_better=lower_is_better, min_seeds=min_seeds)
+    return Control(description, cmp.wins, dict(values=list(cmp.method), vs_baseline=cmp.as_metrics(), **metrics)), cmp
