@@ -33,7 +33,7 @@ import torch
 from paperzoo.claims.optim._tuning import (class_accuracy, edge_note, selection_metrics, seed_of, split_heldout,
                                            train_epochs, tune_over_seeds, values)
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.data.classification import digits_task
 from paperzoo.optim import AMP
 from paperzoo.optim.wrappers import ClosureWrapper
@@ -128,10 +128,9 @@ def few_sample_digits(ctx: ClaimContext) -> ClaimResult:
                           bounds=BOUNDS, max_extensions=ctx.pick(smoke=1, full=3))
     acc = {n: values(s, "test_acc") for n, s in sel.items()}
     cmp = paired_comparison(acc["AMP"], acc["ERM"], margin=MARGIN, lower_is_better=False)
-    ctrl = paired_comparison(acc[CONTROL], acc["ERM"], margin=MARGIN, lower_is_better=False)
-    control = Control("random model perturbation of the same radius (eps = 0.5, random direction), tuned on a grid "
-                      "of the same size, through the same criterion against ERM",
-                      passed=ctrl.wins, metrics=dict(test_accuracy=acc[CONTROL], vs_erm=ctrl.as_metrics()))
+    control, ctrl = paired_control("random model perturbation of the same radius (eps = 0.5, random direction), "
+                                   "tuned on a grid of the same size, through the same criterion against ERM",
+                                   acc[CONTROL], acc["ERM"], margin=MARGIN, lower_is_better=False)
     headline = (cmp.headline("test accuracy", "AMP", "ERM") + f"; control random perturbation "
                 f"{fmt_mean_std(acc[CONTROL])}, gain {ctrl.diff_mean:.3g} ± {ctrl.diff_se:.2g} SE" + edge_note(sel))
     metrics = dict(epochs=epochs, num_seeds=len(seeds), margin=MARGIN, epsilon=EPSILON, inner_lr=INNER_LR,

@@ -32,7 +32,7 @@ import torch
 
 from paperzoo.claims.optim._tuning import edge_note, mlp_run, selection_metrics, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.optim import DiffGrad
 
 BATCH = 32
@@ -114,10 +114,10 @@ def beats_adam_on_digits(ctx: ClaimContext) -> ClaimResult:
                           minimize=False, bounds=BOUNDS, max_extensions=ctx.pick(smoke=1, full=4))
     acc = {n: values(s, "test_acc") for n, s in sel.items()}
     cmp = paired_comparison(acc["diffGrad"], acc["Adam"], margin=MARGIN, lower_is_better=False)
-    ctrl = paired_comparison(acc[CONTROL], acc["Adam"], margin=MARGIN, lower_is_better=False)
-    control = Control("diffGrad with a placebo friction (|g_{t-1} - g_t| permuted across coordinates every step), "
-                      "tuned on a grid of the same size, through the same criterion against Adam",
-                      passed=ctrl.wins, metrics=dict(test_accuracy=acc[CONTROL], vs_adam=ctrl.as_metrics()))
+    control, ctrl = paired_control("diffGrad with a placebo friction (|g_{t-1} - g_t| permuted across coordinates "
+                                   "every step), tuned on a grid of the same size, through the same criterion "
+                                   "against Adam",
+                                   acc[CONTROL], acc["Adam"], margin=MARGIN, lower_is_better=False)
     headline = (cmp.headline("test accuracy", "diffGrad", "Adam") + f"; control placebo friction "
                 f"{fmt_mean_std(acc[CONTROL])}, gain {ctrl.diff_mean:.3g} ± {ctrl.diff_se:.2g} SE" + edge_note(sel))
     metrics = dict(steps=steps, batch_size=BATCH, num_seeds=len(seeds), margin=MARGIN,

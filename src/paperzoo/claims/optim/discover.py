@@ -33,7 +33,7 @@ import torch
 
 from paperzoo.claims.optim._tuning import digits_data, edge_note, seed_of, selection_metrics, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.optim.discover import Discover
 
 BATCH, HIDDEN, MOMENTUM = 16, 64, 0.9
@@ -104,10 +104,10 @@ def faster_than_sgd_momentum(ctx: ClaimContext) -> ClaimResult:
     log_loss = {n: values(s, "log_train") for n, s in sel.items()}
     loss = {n: values(s, "train") for n, s in sel.items()}
     cmp = paired_comparison(log_loss["Discover"], log_loss["SGDM"], margin=MARGIN)
-    ctrl = paired_comparison(log_loss[CONTROL], log_loss["SGDM"], margin=MARGIN)
-    control = Control("Discover with random cluster labels (momentum buffers unrelated to the classes), tuned on a "
-                      "grid of the same size, through the same criterion against SGD-momentum",
-                      passed=ctrl.wins, metrics=dict(train_loss=loss[CONTROL], vs_sgdm=ctrl.as_metrics()))
+    control, ctrl = paired_control("Discover with random cluster labels (momentum buffers unrelated to the classes), "
+                                   "tuned on a grid of the same size, through the same criterion against "
+                                   "SGD-momentum",
+                                   log_loss[CONTROL], log_loss["SGDM"], margin=MARGIN, train_loss=loss[CONTROL])
     ratio = math.exp(-cmp.diff_mean) if math.isfinite(cmp.diff_mean) else float("nan")
     headline = (f"final training loss {fmt_mean_std(loss['Discover'])} (Discover) vs {fmt_mean_std(loss['SGDM'])} "
                 f"(SGD-momentum), 3 verdict seeds, geometric-mean ratio {ratio:.3g} (pass <= 0.8 beyond 2 SE: "

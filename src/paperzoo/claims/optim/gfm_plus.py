@@ -35,7 +35,7 @@ import torch
 
 from paperzoo.claims.optim._tuning import edge_note, seed_of, selection_metrics, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.data.online_convex import penalized_svm_problem
 from paperzoo.optim.gradient_free import solve_gfm, solve_gfm_plus, uniform_sphere
 
@@ -99,10 +99,10 @@ def equal_budget_stationarity(ctx: ClaimContext) -> ClaimResult:
     logs = {n: values(s, "log_norm") for n, s in sel.items()}
     norm = {n: values(s, "norm") for n, s in sel.items()}
     cmp = paired_comparison(logs["GFM+"], logs["GFM"], margin=MARGIN)
-    ctrl = paired_comparison(logs[CONTROL], logs["GFM"], margin=MARGIN)
-    control = Control("GFM+ with period m = 1 (a fresh batch of 256 every iteration: GFM at batch 256, no recursive "
-                      "variance reduction), tuned on a grid of the same size, through the same criterion against GFM",
-                      passed=ctrl.wins, metrics=dict(smoothed_grad_norm=norm[CONTROL], vs_gfm=ctrl.as_metrics()))
+    control, ctrl = paired_control("GFM+ with period m = 1 (a fresh batch of 256 every iteration: GFM at batch 256, "
+                                   "no recursive variance reduction), tuned on a grid of the same size, through the "
+                                   "same criterion against GFM",
+                                   logs[CONTROL], logs["GFM"], margin=MARGIN, smoothed_grad_norm=norm[CONTROL])
     headline = (f"||grad f_delta(x_T)|| {fmt_mean_std(norm['GFM+'])} (GFM+) vs {fmt_mean_std(norm['GFM'])} (GFM), "
                 f"3 verdict seeds, log gain {cmp.diff_mean:.3g} ± {cmp.diff_se:.2g} SE (margin {MARGIN:.3g}); "
                 f"control m=1 {fmt_mean_std(norm[CONTROL])}, log gain {ctrl.diff_mean:.3g} ± {ctrl.diff_se:.2g} SE"

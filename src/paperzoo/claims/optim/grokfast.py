@@ -38,7 +38,7 @@ import torch
 
 from paperzoo.claims.optim._tuning import edge_note, seed_of, selection_metrics, split_heldout, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.data.modular import modular_addition
 from paperzoo.optim import Grokfast
 
@@ -116,10 +116,9 @@ def faster_generalisation(ctx: ClaimContext) -> ClaimResult:
     steps = {n: values(s, "test") for n, s in sel.items()}
     logs = {n: values(s, "log_test") for n, s in sel.items()}
     cmp = paired_comparison(logs["Grokfast"], logs["AdamW"], margin=MARGIN)
-    ctrl = paired_comparison(logs[CONTROL], logs["AdamW"], margin=MARGIN)
-    control = Control("Grokfast with alpha = 0 (the current gradient amplified, no low-pass filter), tuned on a "
-                      "grid of the same size, through the same criterion against AdamW",
-                      passed=ctrl.wins, metrics=dict(steps_to_target=steps[CONTROL], vs_adamw=ctrl.as_metrics()))
+    control, ctrl = paired_control("Grokfast with alpha = 0 (the current gradient amplified, no low-pass filter), "
+                                   "tuned on a grid of the same size, through the same criterion against AdamW",
+                                   logs[CONTROL], logs["AdamW"], margin=MARGIN, steps_to_target=steps[CONTROL])
     headline = (f"steps to 95% test accuracy {fmt_mean_std(steps['Grokfast'])} (Grokfast) vs "
                 f"{fmt_mean_std(steps['AdamW'])} (AdamW), 3 seeds, cap {cap}, speed-up "
                 f"{math.exp(cmp.diff_mean):.3g}x geometric (log gain {cmp.diff_mean:.3g} ± {cmp.diff_se:.2g} SE, "

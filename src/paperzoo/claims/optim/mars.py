@@ -34,7 +34,7 @@ import torch
 
 from paperzoo.claims.optim._tuning import edge_note, mlp_run, selection_metrics, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.optim import MARS
 
 BATCH = 16
@@ -80,10 +80,9 @@ def beats_adamw_on_noisy_digits(ctx: ClaimContext) -> ClaimResult:
     base_mean = statistics.fmean(test["AdamW"])
     margin = MARGIN * base_mean if math.isfinite(base_mean) else 0.0
     cmp = paired_comparison(test["MARS"], test["AdamW"], margin=margin)
-    ctrl = paired_comparison(test[CONTROL], test["AdamW"], margin=margin)
-    control = Control("MARS with gamma = 0 (no variance reduction; same betas and clipping), tuned on a grid of "
-                      "the same size, through the same criterion against AdamW",
-                      passed=ctrl.wins, metrics=dict(test_loss=test[CONTROL], vs_adamw=ctrl.as_metrics()))
+    control, ctrl = paired_control("MARS with gamma = 0 (no variance reduction; same betas and clipping), tuned on "
+                                   "a grid of the same size, through the same criterion against AdamW",
+                                   test[CONTROL], test["AdamW"], margin=margin)
     headline = (cmp.headline("test loss", "MARS", "AdamW") + f"; control gamma=0 {fmt_mean_std(test[CONTROL])}, "
                 f"gain {ctrl.diff_mean:.3g} ± {ctrl.diff_se:.2g} SE" + edge_note(sel))
     metrics = dict(steps=steps, batch_size=BATCH, num_seeds=len(seeds), margin=margin, mars_vs_adamw=cmp.as_metrics(),

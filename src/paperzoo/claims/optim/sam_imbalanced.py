@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from paperzoo.claims.optim._tuning import (class_accuracy, edge_note, selection_metrics, seed_of, split_heldout,
                                            train_epochs, tune_over_seeds, values)
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.data.classification import digits_task
 from paperzoo.diagnostics.hessian import class_wise_hessian_extremes
 from paperzoo.optim import SAM
@@ -125,10 +125,9 @@ def long_tailed_digits(ctx: ClaimContext) -> ClaimResult:
                           bounds=BOUNDS, max_extensions=ctx.pick(smoke=1, full=3))
     tail = {n: values(s, "test_tail") for n, s in sel.items()}
     cmp = paired_comparison(tail["SAM"], tail["SGD"], margin=MARGIN, lower_is_better=False)
-    ctrl = paired_comparison(tail[CONTROL], tail["SGD"], margin=MARGIN, lower_is_better=False)
-    control = Control("SAM with rho 0.05 throughout (no high-rho DRW phase), tuned on a grid of the same size, "
-                      "through the same criterion against SGD",
-                      passed=ctrl.wins, metrics=dict(tail_accuracy=tail[CONTROL], vs_sgd=ctrl.as_metrics()))
+    control, ctrl = paired_control("SAM with rho 0.05 throughout (no high-rho DRW phase), tuned on a grid of the "
+                                   "same size, through the same criterion against SGD",
+                                   tail[CONTROL], tail["SGD"], margin=MARGIN, lower_is_better=False)
     headline = (cmp.headline("tail-class test accuracy", "SAM", "SGD") + f"; control low-rho SAM "
                 f"{fmt_mean_std(tail[CONTROL])}, gain {ctrl.diff_mean:.3g} ± {ctrl.diff_se:.2g} SE" + edge_note(sel))
     metrics = dict(epochs=epochs, num_seeds=len(seeds), margin=MARGIN, imbalance_ratio=IMBALANCE,

@@ -31,7 +31,7 @@ import time
 
 from paperzoo.claims.optim._tuning import edge_note, mlp_run, selection_metrics, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.optim import STEPAdam, srste_adam
 
 HIDDEN, BATCH = 128, 64
@@ -78,10 +78,10 @@ def step_beats_srste_adam(ctx: ClaimContext) -> ClaimResult:
                           minimize=False, bounds=BOUNDS, max_extensions=ctx.pick(smoke=1, full=3))
     acc = {n: values(s, "test_acc") for n, s in sel.items()}
     cmp = paired_comparison(acc["STEP"], acc["SR-STE"], margin=MARGIN, lower_is_better=False)
-    ctrl = paired_comparison(acc[CONTROL], acc["SR-STE"], margin=MARGIN, lower_is_better=False)
-    control = Control("STEP with the dense phase and AutoSwitch but the variance kept updating afterwards "
-                      "(freeze_variance=False), tuned on a grid of the same size, through the same criterion",
-                      passed=ctrl.wins, metrics=dict(test_accuracy=acc[CONTROL], vs_srste=ctrl.as_metrics()))
+    control, ctrl = paired_control("STEP with the dense phase and AutoSwitch but the variance kept updating "
+                                   "afterwards (freeze_variance=False), tuned on a grid of the same size, through "
+                                   "the same criterion",
+                                   acc[CONTROL], acc["SR-STE"], margin=MARGIN, lower_is_better=False)
     headline = (cmp.headline("2:4 test accuracy", "STEP", "SR-STE+Adam") + f"; control unfrozen variance "
                 f"{fmt_mean_std(acc[CONTROL])}, gain {ctrl.diff_mean:.3g} ± {ctrl.diff_se:.2g} SE" + edge_note(sel))
     metrics = dict(steps=steps, batch_size=BATCH, hidden=HIDDEN, num_seeds=len(seeds), margin=MARGIN,

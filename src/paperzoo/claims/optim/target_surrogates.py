@@ -32,7 +32,7 @@ import torch
 
 from paperzoo.claims.optim._tuning import digits_data, edge_note, seed_of, selection_metrics, tune_over_seeds, values
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control
 from paperzoo.optim.sso import SSO
 
 BATCH = 32
@@ -95,10 +95,9 @@ def lower_loss_per_oracle_call(ctx: ClaimContext) -> ClaimResult:
     logs = {n: values(s, "log_train") for n, s in sel.items()}
     loss = {n: values(s, "train") for n, s in sel.items()}
     cmp = paired_comparison(logs["SSO"], logs["SGD"], margin=MARGIN)
-    ctrl = paired_comparison(logs[CONTROL], logs["SGD"], margin=MARGIN)
-    control = Control("SSO with one surrogate step per oracle call (inner_steps = 1, same line search), tuned on a "
-                      "grid of the same size, through the same criterion against SGD",
-                      passed=ctrl.wins, metrics=dict(train_loss=loss[CONTROL], vs_sgd=ctrl.as_metrics()))
+    control, ctrl = paired_control("SSO with one surrogate step per oracle call (inner_steps = 1, same line search), "
+                                   "tuned on a grid of the same size, through the same criterion against SGD",
+                                   logs[CONTROL], logs["SGD"], margin=MARGIN, train_loss=loss[CONTROL])
     ratio = math.exp(-cmp.diff_mean) if math.isfinite(cmp.diff_mean) else float("nan")
     headline = (f"final training loss {fmt_mean_std(loss['SSO'])} (SSO, 10 inner steps) vs "
                 f"{fmt_mean_std(loss['SGD'])} (SGD), 3 verdict seeds, geometric-mean ratio {ratio:.3g} (pass <= 0.8 "
