@@ -120,3 +120,13 @@ def test_paired_control_runs_the_same_paired_test():
     assert res.verdict.value == "inconclusive"
     ctrl, _ = paired_control("ablation", [2.0, 2.2, 1.9], [2.0, 2.2, 1.9], margin=0.1)
     assert not ctrl.passed and ctrl.metrics["vs_baseline"]["wins"] is False
+
+
+def test_mean_std_of_diverged_runs_does_not_crash():
+    # smb's full run crashed formatting a headline with a diverged (inf) SGD loss.
+    from paperzoo.core.evidence import fmt_mean_std, mean_std
+
+    assert mean_std([1.0, math.inf, 2.0])[0] == math.inf and math.isnan(mean_std([1.0, math.inf])[1])
+    assert fmt_mean_std([math.inf, math.inf, math.inf]) == "inf ± nan"
+    assert math.isnan(mean_std([math.nan])[0])
+    assert fmt_mean_std([1.0, 3.0]) == "2 ± 1.414"

@@ -50,6 +50,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     vals = [float(v) for v in values]
     if not vals:
         raise ValueError("values must be non-empty")
+    if not all(math.isfinite(v) for v in vals):  # a diverged run (inf/NaN): no spread to speak of
+        with_inf = [v for v in vals if not math.isnan(v)]
+        return (statistics.fmean(with_inf) if with_inf else math.nan), math.nan
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
