@@ -21,12 +21,13 @@ d = 8, criterion on seed means):
   proximal step of ``V`` alone, ``y = (I + tau S^{-1})^{-1} (x + tau S^{-1} m)`` (closed form, no training), which
   contracts the particles towards ``m`` instead of diffusing them. Put through the same criterion it must fail: a
   pass would mean the criterion cannot see whether the entropy of the flow is followed at all.
-* **Not re-tuned, and why.** Both schemes keep the paper's Adam learning rate 5e-3 (the authors' code uses it for
-  the map and the critic in its Gaussian experiments), so the tuning effort is equal (none). Tuning both on a
-  separate tuning instance with a 3-value grid would triple the cost: each run is 1600 map updates (8 JKO steps x
-  200) plus 4800 critic updates for the variational scheme, and the claim already takes about 100 s on one core
-  (12 such runs; the implementation, not the claim, sets that cost). Since the claim is non-inferiority, an
-  under-tuned baseline would favour the method: this is the weak point of the check, and says so.
+* **Tuned fairly.** Both schemes' Adam learning rate is chosen with :func:`paperzoo.core.evidence.tune` on a
+  separate tuning instance per dimension (its own target and particles, never scored), from the same 3-point grid
+  around the paper's 5e-3 ({5e-3/3, 5e-3, 1.5e-2}), extended past a winning edge within [1e-4, 0.1]; the verdict
+  runs use the chosen rates on the 3 scored seeds. (The first rework kept both at 5e-3 untuned, which for a
+  non-inferiority claim favours the method; this version was committed before its first full run.) Cost: about
+  twice the untuned claim, ~200 s per run seed on one core (each run is 1600 map updates, 8 JKO steps x 200, plus
+  4800 critic updates for the variational scheme).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 import torch
 
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison
+from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison, tune
 from paperzoo.data.gaussians import gaussian_symkl, ou_gaussian_marginal, random_spd
 from paperzoo.transport.variational_wgf import density_jko, variational_jko
 
@@ -46,9 +47,38 @@ CRITERION = (
     "symmetric KL to the exact OU marginal is below 2 x that of the density-based JKO baseline + 0.02 (paired "
     "mean of 2 KL_density + 0.02 - KL_variational > 0 and > 2 SE), and the variational particles' seed-mean "
     "relative mean error ||mean - mean_t|| / max(||mean_t||, 1) < 0.10 and relative covariance error "
-    "||cov - cov_t||_F / ||cov_t||_F < 0.15. Control: JKO without the entropy term (exact proximal steps of V) "
-    "through the same criterion; it must fail."
+    "||cov - cov_t||_F / ||cov_t||_F < 0.15. Both schemes' Adam lr is tuned on a separate tuning instance per "
+    "dimension (same 3-point grid {1.67e-3, 5e-3, 1.5e-2}, extended past a winning edge within [1e-4, 0.1], "
+    "selected by symmetric KL). Control: JKO without the entropy term (exact proximal steps of V) through the same "
+    "criterion; it must fail."
 )
+LR_GRID = (5e-3 / 3, 5e-3, 1.5e-2)
+
+
+def _instance(seed: int, d: int, n: int, t: float) -> dict:
+    """One OU problem: target N(m, S) drawn as in the authors' code, start particles, exact marginal at ``t``."""
+    g = torch.Generator().manual_seed(seed)
+    S = random_spd(d, low=0.5, high=1.0, generator=g)
+    m = torch.randn(d, generator=g, dtype=torch.float64)
+    S_inv, m32 = torch.linalg.inv(S).float(), m.float()
+    x0 = torch.randn(n, d, generator=g)
+    mt, St = ou_gaussian_marginal(torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64), m, S, t)
+
+    def V(y):
+        return 0.5 * (((y - m32) @ S_inv) * (y - m32)).sum(-1)
+
+    net_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    return dict(g=g, S=S, m=m, x0=x0, mt=mt, St=St, V=V, net_seed=net_seed)
+
+
+def _run(solver, inst: dict, lr: float, *, tau: float, K: int, n_iter: int, batch: int) -> tuple[dict, float]:
+    """Errors of ``solver``'s particles on one instance, and the seconds it took."""
+    torch.manual_seed(inst["net_seed"])  # the same initial map weights for both schemes
+    gen = torch.Generator().manual_seed(inst["net_seed"])  # the same mini-batches for both schemes
+    start = time.perf_counter()
+    res = solver(inst["x0"], inst["V"], step_size=tau, n_steps=K, n_iter=n_iter, batch_size=batch, lr=lr,
+                 generator=gen)
+    return _errors(res.x, inst["mt"], inst["St"]), time.perf_counter() - start
 
 
 def _criterion(rows: list[dict], den_rows: list[dict]) -> tuple[bool, object]:
@@ -94,7 +124,7 @@ def _summary(rows: list[dict]) -> dict:
                "density-based JKO scheme that needs log-determinants of the map Jacobian."),
     criterion=CRITERION,
     baseline=("density-based JKO (JKO-ICNN objective of Mokrov et al.: entropy through the exact log|det grad T|), "
-              "same residual-MLP map, same Adam lr 5e-3, same map updates, batch and particles"),
+              "same residual-MLP map, Adam lr tuned on the same grid, same map updates, batch and particles"),
     threads=1,
 )
 def ou_flow_matches_closed_form(ctx: ClaimContext) -> ClaimResult:
@@ -108,34 +138,28 @@ def ou_flow_matches_closed_form(ctx: ClaimContext) -> ClaimResult:
     baseline = {}
     passed, control_passed = True, True
     control_metrics, heads = {}, []
+    seeds = ctx.seeds(4)
+    scored, tuning_seed = seeds[:3], seeds[3]
+    metrics["seeds"] = scored
+    solvers = {"variational": variational_jko, "density": density_jko}
+    run = dict(tau=tau, K=K, n_iter=n_iter, batch=batch)
     for d in dims:
+        tuning = _instance(tuning_seed, d, n, K * tau)
+        sel = tune({name: (lambda lr, f=f: _run(f, tuning, lr, **run)[0]["symkl"]) for name, f in solvers.items()},
+                   LR_GRID, bounds=(1e-4, 0.1), max_extensions=ctx.pick(smoke=1, full=2))
         rows = {"variational": [], "density": [], "floor": [], "drift_only": []}
         secs = {"variational": 0.0, "density": 0.0}
-        for seed in ctx.seeds(3):
-            g = torch.Generator().manual_seed(seed)
-            S = random_spd(d, low=0.5, high=1.0, generator=g)
-            m = torch.randn(d, generator=g, dtype=torch.float64)
-            S_inv = torch.linalg.inv(S).float()
-            m32 = m.float()
-            x0 = torch.randn(n, d, generator=g)
-            mt, St = ou_gaussian_marginal(torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64),
-                                          m, S, K * tau)
-
-            def V(y):
-                return 0.5 * (((y - m32) @ S_inv) * (y - m32)).sum(-1)
-
-            net_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-            for name, solver in (("variational", variational_jko), ("density", density_jko)):
-                torch.manual_seed(net_seed)  # the same initial map weights for both schemes
-                gen = torch.Generator().manual_seed(net_seed)  # the same mini-batches for both schemes
-                start = time.perf_counter()
-                res = solver(x0, V, step_size=tau, n_steps=K, n_iter=n_iter, batch_size=batch, lr=5e-3,
-                             generator=gen)
-                secs[name] += time.perf_counter() - start
-                rows[name].append(_errors(res.x, mt, St))
+        for seed in scored:
+            inst = _instance(seed, d, n, K * tau)
+            for name, solver in solvers.items():
+                err, sec = _run(solver, inst, sel[name].best, **run)
+                rows[name].append(err)
+                secs[name] += sec
+            mt, St, g = inst["mt"], inst["St"], inst["g"]
             exact = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(St).T + mt
             rows["floor"].append(_errors(exact, mt, St))
-            rows["drift_only"].append(_errors(_drift_only_jko(x0, m, torch.linalg.inv(S), tau, K), mt, St))
+            rows["drift_only"].append(_errors(_drift_only_jko(inst["x0"], inst["m"], torch.linalg.inv(inst["S"]),
+                                                              tau, K), mt, St))
         var, den, floor = (_summary(rows[k]) for k in ("variational", "density", "floor"))
         ok, cmp = _criterion(rows["variational"], rows["density"])
         passed = passed and ok
@@ -145,13 +169,17 @@ def ou_flow_matches_closed_form(ctx: ClaimContext) -> ClaimResult:
         per_update = 3 * n_iter * K
         metrics[f"d{d}"] = {**var, "sampling_floor_symkl": floor["symkl"]["mean"], "passed": ok,
                             "paired_vs_2x_density_plus_0.02": cmp.as_metrics(),
-                            "seconds_per_map_update": secs["variational"] / per_update}
-        baseline[f"d{d}"] = {**den, "seconds_per_map_update": secs["density"] / per_update}
+                            "seconds_per_map_update": secs["variational"] / per_update,
+                            "lr_selection": sel["variational"].as_metrics()}
+        baseline[f"d{d}"] = {**den, "seconds_per_map_update": secs["density"] / per_update,
+                             "lr_selection": sel["density"].as_metrics()}
+        edge = [k for k, v in sel.items() if v.at_edge]
         heads.append(f"d={d}: {fmt_mean_std([r['symkl'] for r in rows['variational']])} (variational) vs "
                      f"{fmt_mean_std([r['symkl'] for r in rows['density']])} (density-based), paired margin to "
                      f"2x+0.02 {cmp.diff_mean:.3g} ± {cmp.diff_se:.2g} SE; cov error "
                      f"{var['cov_rel_err']['mean']:.3f}; drift-only control KL "
-                     f"{fmt_mean_std([r['symkl'] for r in rows['drift_only']])}")
+                     f"{fmt_mean_std([r['symkl'] for r in rows['drift_only']])}; lr {sel['variational'].best:.3g} / "
+                     f"{sel['density'].best:.3g}" + (f" (at a grid bound: {', '.join(edge)})" if edge else ""))
     control = Control("JKO without the entropy term (exact proximal steps of V alone) through the same criterion",
                       control_passed, control_metrics)
     headline = f"symmetric KL to the exact OU marginal at t = {K * tau:g}, 3 seeds: " + "; ".join(heads)
