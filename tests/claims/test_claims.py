@@ -17,7 +17,7 @@ EXPECTED_SMOKE = {
     "adopt:any_beta2_counterexample": "not_reproduced",
     "amp:few_sample_digits": "not_reproduced",
     "amsgrad:reddi_counterexample": "reproduced",
-    # 2 epochs: the BD-KD student is less accurate than DML's (paired gain -0.025; issue 8 rework, full not run).
+    # 2 epochs: the BD-KD student is less accurate than DML's (paired gain -0.025; full: not_reproduced).
     "bd-kd:bdkd_student_more_accurate_and_calibrated": "not_reproduced",
     # Tuned within GD's stability limit both methods pick lr 2.5, where PCNGD's constant-length steps oscillate and
     # its minority loss rises above ln 2 on some test datasets (issue 8; the choice does not depend on the budget).
@@ -44,7 +44,7 @@ EXPECTED_SMOKE = {
     # 1,000 steps leave the median methods at error 0.7-0.9 against SGD's ~1.1 (tuned to barely move): no tenfold gap.
     "median-clipping-sgd:heavy_tailed_least_squares": "not_reproduced",
     "momentum-small-lr:effective_lr_equivalence": "reproduced",
-    # 5 fit steps leave the Monge-gap map at relative error 0.26 / 0.58 > 0.1 (issue 8 rework; full not run).
+    # 5 fit steps leave the Monge-gap map at relative error 0.26 / 0.58 > 0.1 (full: reproduced).
     "monge-gap:recovers_gaussian_ot_map": "not_reproduced",
     # No grid extension in smoke: the muP optima sit on the 2-point grid's edge, which fails "interior".
     "mup:optimal_lr_transfers_across_width": "not_reproduced",
@@ -54,7 +54,7 @@ EXPECTED_SMOKE = {
     "o2nc:goldstein_vs_sgd": "not_reproduced",
     "optimistic-omd-sea:regret_exponents": "reproduced",
     "prospect:linear_convergence_cvar": "not_reproduced",
-    # 60 steps are too few for PSGD's preconditioner to fit its 64 x 64 input factor (issue 8 rework; full not run).
+    # 60 steps are too few for PSGD's preconditioner to fit its 64 x 64 input factor (full: unstable).
     "psgd-lie-group:psgd_beats_adam_sgd_ill_conditioned": "not_reproduced",
     "rmsprop-adam-gen-smooth:quarter_rate": "reproduced",
     "sam-imbalanced:long_tailed_digits": "not_reproduced",
@@ -71,7 +71,7 @@ EXPECTED_SMOKE = {
     "smile:optimal_critic_variance": "not_reproduced",
     # 4 steps per level leave the critics untrained: the MI-2 precondition fails (full: verdict from the criterion).
     "smile:staircase_bias_variance": "inconclusive",
-    # 40 steps: AdamWSN is still 0.26 nats above AdamW, part (i) fails (full: not yet run).
+    # 40 steps: AdamWSN is still 0.26 nats above AdamW, part (i) fails (full: unstable).
     "snsm:subset_norm_matches_adamw_with_less_memory": "not_reproduced",
     "sparsity-constrained-ot:interpolates_emd_and_quadratic_ot": "not_reproduced",
     "srrw-token:covariance_decreases_with_alpha": "not_reproduced",
@@ -83,13 +83,13 @@ EXPECTED_SMOKE = {
     # was reproduced before it, untuned).
     "sw-functional-maps:sw_loss_lowers_geodesic_error": "not_reproduced",
     "target-surrogates:lower_loss_per_oracle_call": "not_reproduced",
-    # 150 steps leave A-DoG at r_eps = 1e-8 still growing its distance estimate (full not run).
+    # 150 steps leave A-DoG at r_eps = 1e-8 still growing its distance estimate (full: not_reproduced).
     "u-dog:adog_untuned_matches_tuned_sgd": "not_reproduced",
     # 8 map updates per JKO step are too few (covariance error 0.17 / 0.16 > 0.15; full: reproduced before the
     # issue 8 rework).
     "variational-wgf:ou_flow_matches_closed_form": "not_reproduced",
     "vr-cyclic-bcd:passes_to_stationarity": "not_reproduced",
-    # 10 large-batch steps: VR and plain optimizers tie on test accuracy (issue 8 rework; full not yet run).
+    # 10 large-batch steps: VR and plain optimizers tie on test accuracy (full: not_reproduced).
     "vrgd:large_batch_accuracy": "not_reproduced",
     # 20 steps leave both encoders undertrained: CPC ahead (full was reproduced before the issue 8 rework).
     "wasserstein-dependency:multi_digit_probe": "not_reproduced",
