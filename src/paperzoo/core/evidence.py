@@ -152,46 +152,36 @@ def select_on_grid(
         if bounds is not None and not (bounds[0] <= values[0] and values[-1] <= bounds[1]):
             raise ValueError(f"grid must lie inside bounds {bounds}, got {values}")
     get_score = score if score is not None else (lambda out: out)
-    outputs: dict[int, Any] = {}
-    scores: dict[int, float] = {}
 
-    def run(i: int) -> None:
-        out = evaluate(values[i])
-        s = float(get_score(out))
-        if math.isnan(s):
-            s = math.inf if minimize else -math.inf  # a diverged run loses; it is still in the trace
-        outputs[i], scores[i] = out, s
+    def run(value) -> tuple[Any, Any, float]:
+        out = evaluate(value)
+        score_ = float(get_score(out))
+        if math.isnan(score_):
+            score_ = math.inf if minimize else -math.inf  # a diverged run loses; it is still in the trace
+        return value, out, score_
 
-    for i in range(len(values)):
-        run(i)
-    initial = tuple(values)
+    trace = [run(v) for v in values]  # (value, output, score) in grid order
     extensions = 0
-
     while True:
-        if minimize:
-            b = min(range(len(values)), key=lambda i: (scores[i], i))
-        else:
-            b = min(range(len(values)), key=lambda i: (-scores[i], i))
-        on_edge = b in (0, len(values) - 1) and len(values) > 1
+        # Ties go to the earliest value in grid order.
+        b = min(range(len(trace)), key=lambda i: (trace[i][2] if minimize else -trace[i][2], i))
+        on_edge = len(trace) > 1 and b in (0, len(trace) - 1)
         if not (extend and on_edge) or extensions >= max_extensions:
             break
         side = "low" if b == 0 else "high"
-        new = _next_value(values, side, spacing)
+        new = _next_value([v for v, _, _ in trace], side, spacing)
         if isinstance(values[0], int) and isinstance(values[1], int) and spacing == "linear":
             new = int(new)
         if bounds is not None and not (bounds[0] <= new <= bounds[1]):
             break
         if side == "low":
-            values.insert(0, new)
-            outputs = {i + 1: o for i, o in outputs.items()}
-            scores = {i + 1: s for i, s in scores.items()}
-            run(0)
+            trace.insert(0, run(new))
         else:
-            values.append(new)
-            run(len(values) - 1)
+            trace.append(run(new))
         extensions += 1
-    return Selection(values[b], scores[b], outputs[b], tuple((values[i], scores[i]) for i in range(len(values))),
-                     initial, extensions, bool(on_edge and extend), minimize)
+    best, output, best_score = trace[b]
+    return Selection(best, best_score, output, tuple((v, sc) for v, _, sc in trace), tuple(values), extensions,
+                     bool(on_edge and extend), minimize)
 
 
 def tune(
