@@ -128,12 +128,14 @@ BAD = [
     (_bad(M=torch.tensor([[0.0, 1, 2, float("inf")]] * 3, dtype=torch.float64)), ValueError, r"M must be finite"),
     (_bad(a=torch.tensor([0.5, float("nan"), 0.5], dtype=torch.float64)), ValueError, r"a must be finite"),
     (_bad(M=torch.zeros(3, 5, dtype=torch.float64)), ValueError,
-     r"M must have shape \(3, 4\) \(len\(a\), len\(b\)\), got \(3, 5\)"),
-    (_bad(M=torch.zeros(12, dtype=torch.float64)), ValueError, r"M must have 2 dimension\(s\), got shape \(12,\)"),
+     r"M must have shape \(3, 4\) \(len\(a\), len\(b\)\), got \(3, 5\)|"
+     r"M must have m = 4 \(from b\) in its shape \((\.\.\., )?n, m\), got shape \(3, 5\)"),
+    (_bad(M=torch.zeros(12, dtype=torch.float64)), ValueError,
+     r"M must have (2|2 or 3) dimension\(s\)( \((\.\.\., )?n, m\))?, got shape \(12,\)"),
     # sinkhorn_log takes batches (a (B, n)); sinkhorn_newton_sparse does not
     (_bad(a=torch.full((2, 3, 1), 1 / 3, dtype=torch.float64)), ValueError, r"a must have 1( or 2)? dimension\(s\)"),
     (_bad(a=torch.full((3, 1), 1 / 3, dtype=torch.float64)), ValueError,
-     r"M must have shape \(\.\.\., len\(a\), len\(b\)\)|a must have 1 dimension\(s\)"),
+     r"M must have shape \(\.\.\., len\(a\), len\(b\)\)|a must have 1 dimension\(s\)|M must have n = 1 \(from a\)"),
     (_bad(reg=0.0), ValueError, r"reg must be > 0\.0, got 0\.0"),
     (_bad(reg=-1.0), ValueError, r"reg must be > 0\.0, got -1\.0"),
     (_bad(reg=float("nan")), ValueError, r"reg must be finite"),

@@ -87,7 +87,7 @@ def test_batched_bad_inputs_and_warning():
     bad_b[1] *= 2
     with pytest.raises(ValueError, match="same total mass as a in every problem.*in problem 1"):
         sinkhorn_log(a, bad_b, M, 0.1)
-    with pytest.raises(ValueError, match=r"M must have shape \(\.\.\., len\(a\), len\(b\)\)"):
+    with pytest.raises(ValueError, match=r"M must have n = 6 \(from a\) in its shape \(\.\.\., n, m\)"):
         sinkhorn_log(a, b, M[:, :4], 0.1)
     with pytest.raises(ValueError, match="reg must be > 0"):
         sinkhorn_log(a, b, M, -1.0)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_same_shape, check_tensor
 from paperzoo.transport.result import ConvergenceWarning, OTResult
 
@@ -240,6 +241,11 @@ def _solve_detached(inputs, reg: float, solve) -> OTResult:
     return res._replace(reg_cost=_dual_value(a, b, M, res.f, res.g, reg))
 
 
+@accepts(a=Tensor(..., "n", max_batch_dims=1, positive_mass=True, degenerate=("zero_mass",)),
+         b=Tensor(..., "m", max_batch_dims=1, positive_mass=True, degenerate=("zero_mass",)),
+         M=Tensor(..., "n", "m", max_batch_dims=1), reg=Real(gt=0),
+         max_iter=Int(ge=1), tol=Real(ge=0), check_every=Int(ge=1), mass_rtol=Real(ge=0),
+         example=lambda ctx: {"max_iter": 300}, infinite_ok=("f", "g"))
 def sinkhorn_log(a, b, M, reg, *, max_iter: int = 100_000, tol: float = 1e-9, check_every: int = 10,
                  mass_rtol: float = 1e-6) -> OTResult:
     r"""Log-domain Sinkhorn: entropic OT by alternating exact maximisation of the dual.
