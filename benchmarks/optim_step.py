@@ -7,6 +7,8 @@ them round by round so that background load hits all of them alike, and reports:
 - ``ms/step``: median wall time of one ``opt.step()`` (gradients fixed, state already initialised);
 - ``vs AdamW``: that time over ``torch.optim.AdamW(foreach=True)``'s;
 - ``state MB``: bytes held in ``opt.state``;
+- ``nonfinite check``: the step with the default ``nonfinite="raise"`` over the same optimizer with
+  ``nonfinite="ignore"`` (no check), for the optimizers listed in NONFINITE_PAIRS;
 - ``floor ms``: the memory-bandwidth floor, the bytes the update must read and write at least (parameter and
   every state tensor read and written, gradient read) divided by the bandwidth of a large tensor copy measured
   in the same run; ``x floor`` is the step time over that floor.
@@ -50,6 +52,18 @@ def _optional(module: str, attr: str):
             return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):
         return None
+
+
+# Optimizers timed twice, with the default nonfinite="raise" and with "ignore": the ratio is the cost of the check.
+NONFINITE_PAIRS = ["paperzoo ADOPT foreach", "paperzoo ADOPT single", "paperzoo AMSGrad foreach",
+                   "paperzoo Lion single", "paperzoo MARS foreach"]
+
+
+def _ignoring(opt):
+    """The same optimizer without the non-finite-gradient check."""
+    for group in opt.param_groups:
+        group["nonfinite"] = "ignore"
+    return opt
 
 
 def _bind_cluster(opt):
@@ -106,6 +120,10 @@ def candidates(second_order: bool = False):
         ("paperzoo Discover sgdm", lambda ps: _bind_cluster(Discover(ps, n_clusters=10)), 7),
         ("paperzoo Discover qhm", lambda ps: _bind_cluster(Discover(ps, n_clusters=10, base="qhm")), 7),
     ]
+    factories = {name: factory for name, factory, _ in rows}
+    passes_of = {name: passes for name, _, passes in rows}
+    for name in NONFINITE_PAIRS:
+        rows.append((f"{name} ignore", lambda ps, f=factories[name]: _ignoring(f(ps)), passes_of[name]))
     if second_order:
         # Kronecker-factored preconditioners cost O(n^3) per factor update: seconds per step at this size, so they
         # are timed only on request (--second-order), against each other rather than against AdamW.
@@ -199,6 +217,10 @@ def _run(args) -> int:
         floor = row["passes"] * numel * 4 / bandwidth
         print(f"{row['name']:30s} {t * 1e3:9.2f} {t / ref:9.2f} {state_bytes(row['opt']) / 1e6:9.1f} "
               f"{floor * 1e3:9.2f} {t / floor:8.2f}")
+    medians = {row["name"]: statistics.median(row["times"]) for row in rows}
+    print("\nnonfinite check (default 'raise' over 'ignore', same run):")
+    for name in NONFINITE_PAIRS:
+        print(f"  {name:30s} {medians[name] / medians[name + ' ignore']:6.3f}")
     return 0
 
 

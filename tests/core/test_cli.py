@@ -59,7 +59,8 @@ def test_kill_then_resume_loses_nothing(tmp_path):
     assert log.read_text().split() == ["c"], "resume must run only the unfinished claim"
     assert sorted(r[0] for r in _rows(db)) == ids
     assert "not_reproduced" in out.stdout
-    assert "no unfinished" in _cli(["reproduce", "--resume"], env, check=False).stdout
+    again = _cli(["reproduce", "--resume"], env, check=False)
+    assert again.returncode == 2 and again.stderr.startswith("error: no unfinished smoke run to resume")
 
 
 def test_list_show_report_and_error_exit(tmp_path):
@@ -72,7 +73,7 @@ def test_list_show_report_and_error_exit(tmp_path):
     shown = _cli(["show", "cs-ib"], env).stdout
     assert "fake_a_pass" in shown and "reproduced" in shown and "RuntimeError: fixture failure" in shown
     bad = _cli(["list", "--status", "great"], env, check=False)
-    assert bad.returncode == 2 and "--status must be one of" in bad.stdout
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --status must be one of")
     assert _cli(["show", "no-such-paper"], env, check=False).returncode == 2
 
     out_dir, md = tmp_path / "site", tmp_path / "RESULTS.md"

@@ -165,5 +165,60 @@ def test_bad_inputs():
         cs_divergence(torch.tensor([[float("nan")], [0.0]]), x[:, :1])
     with pytest.raises(ValueError, match=r"x must have 1 or 2 dimension\(s\), got shape \(2, 2, 2\)"):
         cs_qmi(torch.randn(2, 2, 2), x)
-    with pytest.raises(ValueError, match=r"cov_q must have shape \(2, 2\), got \(1, 1\)"):
+    with pytest.raises(ValueError, match=r"cov_q must have d = 2 \(from mean_p\) in its shape \(d, d\), got shape \(1, 1\)"):
         gaussian_cs_divergence(torch.zeros(2), torch.eye(2), torch.zeros(2), torch.eye(1))
+
+
+# --- what the declarations and the bodies reject or handle (issue 9) ------------------------------------------------
+
+def test_gaussian_cs_divergence_needs_symmetric_positive_definite_covariances():
+    m, eye = torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    asym = torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=torch.float64)  # used to be read from its lower triangle
+    with pytest.raises(ValueError, match=r"cov_p must be symmetric, got an asymmetry of 0.5"):
+        gaussian_cs_divergence(m, asym, m, eye)
+    with pytest.raises(ValueError, match=r"cov_q must be symmetric positive definite, got a matrix whose Cholesky "
+                                         r"factorisation fails \(smallest eigenvalue -1.0\)"):
+        gaussian_cs_divergence(m, eye, m, -eye)  # used to crash inside torch.linalg.cholesky
+
+
+def test_mixed_float32_float64_inputs_are_refused():
+    x64 = torch.randn(6, 2, dtype=torch.float64)
+    x32 = x64.float()
+    with pytest.raises(TypeError, match=r"y must have the dtype of x \(torch.float64\), got torch.float32"):
+        cs_divergence(x64, x32)
+    with pytest.raises(TypeError, match=r"y_hat must have the dtype of x \(torch.float64\), got torch.float32"):
+        conditional_cs_divergence(x64, x64[:, 0], x32[:, 0])
+    with pytest.raises(TypeError, match=r"t must have the dtype of x \(torch.float64\), got torch.float32"):
+        cs_qmi(x64, x32)
+    with pytest.raises(TypeError, match=r"cov_p must have the dtype of mean_p \(torch.float64\), got torch.float32"):
+        gaussian_cs_divergence(x64[0], torch.eye(2), x64[1], torch.eye(2, dtype=torch.float64))
+
+
+def test_normalized_qmi_of_a_constant_sample_is_zero_not_nan():
+    x = torch.ones(8, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    value = cs_qmi(x, t, normalized=True)
+    assert value.item() == 0.0
+    value.backward()
+    assert bool(torch.isfinite(t.grad).all())
+    assert cs_qmi(x, t).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_empty_samples_are_refused():
+    with pytest.raises(ValueError, match=r"y must not be empty, got shape \(0, 2\)"):
+        cs_divergence(torch.randn(3, 2), torch.randn(0, 2))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.floats(0.05, 5.0), st.integers(0, 2 ** 16))
+def test_cs_divergence_is_finite_nonnegative_and_symmetric(n, m, sigma, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = 10 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    y = 10 * torch.randn(m, 2, generator=g, dtype=torch.float64)
+    d = cs_divergence(x, y, sigma=sigma)
+    assert bool(torch.isfinite(d)) and d.item() >= -1e-9
+    assert d.item() == pytest.approx(cs_divergence(y, x, sigma=sigma).item(), rel=1e-9, abs=1e-9)

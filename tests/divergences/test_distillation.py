@@ -119,19 +119,85 @@ def test_ece_closed_forms():
 def test_bad_inputs():
     zs, zt = _logits(5)
     y = torch.arange(16) % 5
-    with pytest.raises(ValueError, match=r"teacher_logits must have shape \(16, 5\) \(as student_logits\), got \(16, 4\)"):
+    with pytest.raises(ValueError, match=r"teacher_logits must have K = 5 \(from student_logits\) in its shape \(B, K\), got shape \(16, 4\)"):
         bdkd_student_loss(zs, zt[:, :4], y)
     with pytest.raises(ValueError, match="temperature must be > 0.0, got 0.0"):
         forward_kl(zs, zt, temperature=0.0)
     with pytest.raises(ValueError, match="balance must be >= 0.0, got -1.0"):
         bdkd_student_loss(zs, zt, y, balance=-1.0)
-    with pytest.raises(ValueError, match=r"targets must have 16 entries, got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"targets must have B = 16 \(from student_logits\) in its shape \(B,\), got shape \(3,\)"):
         dml_student_loss(zs, zt, y[:3])
     with pytest.raises(ValueError, match=r"method must be one of \['bdkd', 'dml'\], got 'kl'"):
-        online_distillation_step(None, None, zs, y, None, None, method="kl")
+        net = torch.nn.Linear(5, 5)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        online_distillation_step(net, net, zs.float(), y, opt, opt, method="kl")
     with pytest.raises(ValueError, match="rows summing to 1"):
         expected_calibration_error(zs.abs(), y)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 5\)"):
         expected_calibration_error(zs.softmax(1), y + 1)
     with pytest.raises(ValueError, match="n_bins must be >= 1, got 0"):
         expected_calibration_error(zs.softmax(1), y, n_bins=0)
+
+
+# --- what the declarations and the bodies reject or handle (issue 9) ------------------------------------------------
+
+def test_empty_batch_is_refused_not_nan():
+    z = torch.zeros(0, 5)
+    y = torch.zeros(0, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"student_logits must not be empty \(B = 0\), got shape \(0, 5\)"):
+        forward_kl(z, z, reduction="mean")  # used to return NaN
+    with pytest.raises(ValueError, match=r"student_logits must not be empty \(B = 0\)"):
+        bdkd_student_loss(z, z, y)
+    with pytest.raises(ValueError, match=r"student_logits must not be empty \(B = 0\)"):
+        dml_student_loss(z, z, y)
+    with pytest.raises(ValueError, match=r"teacher_logits must not be empty \(B = 0\)"):
+        online_teacher_loss(z, z, y)
+
+
+def test_targets_out_of_range_and_other_integer_dtypes():
+    zs, zt = _logits(5)
+    y = torch.arange(16) % 5
+    with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 5\) \(K = 5 logits\), got values in "
+                                         r"\[1, 5\]"):
+        bdkd_student_loss(zs, zt, y + 1)  # used to raise IndexError inside torch's cross_entropy
+    with pytest.raises(ValueError, match=r"targets must have entries >= 0"):
+        dml_student_loss(zs, zt, y - 1)
+    with pytest.raises(TypeError, match=r"targets must have an integer dtype, got torch.float64"):
+        online_teacher_loss(zt, zs, y.double())
+    assert dml_student_loss(zs, zt, y.int()).item() == pytest.approx(dml_student_loss(zs, zt, y).item())
+    with pytest.raises(TypeError, match=r"teacher_logits must have the dtype of student_logits"):
+        forward_kl(zs, zt.float())
+
+
+def test_online_step_checks_the_batch_and_the_networks_outputs():
+    torch.manual_seed(0)
+    teacher, student = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+    opt_t = torch.optim.SGD(teacher.parameters(), lr=0.1)
+    opt_s = torch.optim.SGD(student.parameters(), lr=0.1)
+    x, y = torch.randn(6, 3), torch.arange(6) % 4
+    with pytest.raises(ValueError, match=r"x must hold one row per target \(B = 6 from targets\), got shape \(5, 3\)"):
+        online_distillation_step(teacher, student, x[:5], y, opt_t, opt_s)
+    with pytest.raises(ValueError, match=r"student must map x to floating logits of shape \(6, K\), got shape \(6,\)"):
+        online_distillation_step(teacher, lambda v: v.sum(1), x, y, opt_t, opt_s)
+    with pytest.raises(TypeError, match=r"teacher_optimizer must be a torch.optim.Optimizer, got str"):
+        online_distillation_step(teacher, student, x, y, "sgd", opt_s)
+    with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 4\)"):
+        online_distillation_step(teacher, student, x, y + 1, opt_t, opt_s)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.floats(0.1, 10.0), st.floats(0.0, 5.0), st.integers(0, 2 ** 16))
+def test_losses_are_finite_and_kl_nonnegative(b, k, tau, lam, seed):
+    g = torch.Generator().manual_seed(seed)
+    zs = 30 * torch.randn(b, k, generator=g, dtype=torch.float64)
+    zt = 30 * torch.randn(b, k, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (b,), generator=g)
+    assert bool((forward_kl(zs, zt, temperature=tau) >= -1e-12).all())
+    assert bool((reverse_kl(zs, zt, temperature=tau) >= -1e-12).all())
+    for loss in (bdkd_student_loss(zs, zt, y, temperature=tau, balance=lam), dml_student_loss(zs, zt, y, temperature=tau),
+                 online_teacher_loss(zt, zs, y, temperature=tau)):
+        assert bool(torch.isfinite(loss))

@@ -138,3 +138,67 @@ def test_bad_inputs():
         greedy_mec(p, p.float())
     with pytest.raises(TypeError, match="p must be a torch.Tensor"):
         entropy([0.5, 0.5])
+
+
+# --- what the declarations and the bodies reject or handle (issue 9) ------------------------------------------------
+
+def test_entropy_rejects_a_vector_that_is_not_a_distribution():
+    # summing to 1.5 used to give 2.556 bits
+    with pytest.raises(ValueError, match=r"p must sum to 1 \(atol=1e-06\), got sum\(p\)=1.5"):
+        entropy(torch.tensor([0.5, 0.5, 0.5], dtype=D))
+    with pytest.raises(ValueError, match=r"p must be >= 0 entrywise"):
+        entropy(torch.tensor([1.5, -0.5], dtype=D))
+    # any shape: a joint distribution (matrix) summing to 1 is a distribution
+    assert float(entropy(torch.full((2, 2), 0.25, dtype=D))) == pytest.approx(2.0)
+
+
+def test_discrete_mutual_information_with_zero_mass_rows():
+    joint = torch.tensor([[0.5, 0.0], [0.0, 0.0], [0.0, 0.5]], dtype=D)
+    assert float(discrete_mutual_information(joint)) == pytest.approx(1.0)
+
+
+def test_mixed_dtypes_are_refused():
+    p = torch.tensor([0.5, 0.5], dtype=D)
+    with pytest.raises(TypeError, match=r"q must have the dtype of p \(torch.float64\), got torch.float32"):
+        majorization_meet(p, p.float())
+    with pytest.raises(TypeError, match=r"q_y must have the dtype of p_x \(torch.float64\), got torch.float32"):
+        mec_b(p, p.float(), 0.5)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _simplex(values):
+    p = torch.tensor(values, dtype=D)
+    return p / p.sum()
+
+
+_masses = st.lists(st.one_of(st.just(0.0), st.floats(0.01, 1.0)), min_size=1, max_size=6).filter(lambda v: sum(v) > 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(_masses)
+def test_entropy_is_finite_and_within_its_bounds(values):
+    p = _simplex(values)
+    h = float(entropy(p))
+    assert 0.0 <= h <= math.log2(len(values)) + 1e-12
+
+
+@settings(max_examples=25, deadline=None)
+@given(_masses, _masses)
+def test_greedy_coupling_keeps_both_marginals(pv, qv):
+    p, q = _simplex(pv), _simplex(qv)
+    P = greedy_mec(p, q)
+    assert bool(torch.isfinite(P).all()) and bool((P >= 0).all())
+    torch.testing.assert_close(P.sum(1), p, atol=1e-12, rtol=0)
+    torch.testing.assert_close(P.sum(0), q, atol=1e-12, rtol=0)
+    assert float(entropy(P)) >= float(entropy(majorization_meet(p, q))) - 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(_masses, st.floats(0.0, 3.0))
+def test_ebim_meets_its_budget(values, R):
+    res = ebim_greedy(_simplex(values), R)
+    assert float(res.rate) <= max(R, 0.0) + 1e-9
+    assert bool(torch.isfinite(res.joint).all())

@@ -119,11 +119,11 @@ def test_custom_kernel_and_float32():
 
 def test_bad_inputs():
     x, y = _xy()
-    with pytest.raises(ValueError, match=r"group must have shape \(\|G\|, 2, 2\), got \(4, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"group must have d = 2 \(from x\) in its shape \(G, d, d\), got shape \(4, 3, 3\)"):
         invariant_wasserstein1(x, y, sign_flip_group(3)[:4])
     with pytest.raises(ValueError, match="group must hold orthogonal matrices"):
         orbit_augment(x, 2 * rotation_group(3))
-    with pytest.raises(ValueError, match="x and y must have the same dimension d, got 2 and 3"):
+    with pytest.raises(ValueError, match=r"y must have d = 2 \(from x\) in its shape \(m, d\), got shape \(3, 3\)"):
         invariant_mmd2(x, torch.zeros(3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="bandwidth must be > 0.0, got 0.0"):
         invariant_mmd2(x, y, bandwidth=0.0)
@@ -135,9 +135,33 @@ def test_bad_inputs():
         rotation_group(3, plane=(1, 1))
     with pytest.raises(ValueError, match="coords must be distinct"):
         sign_flip_group(3, [0, 0])
-    with pytest.raises(ValueError, match="x and y must share dtype"):
+    with pytest.raises(TypeError, match=r"y must have the dtype of x \(torch.float32\), got torch.float64"):
         invariant_wasserstein1(x.float(), y)
     with pytest.raises(ValueError, match="max_iter must be >= 1, got 0"):
         invariant_wasserstein1(x, y, max_iter=0)
     with pytest.raises(TypeError, match="kernel must be callable"):
         invariant_mmd2(x, y, kernel=3)
+
+
+# --- what the declarations and the bodies reject or handle (issue 9) ------------------------------------------------
+
+def test_group_dtype_must_match_and_builders_take_floating_dtypes():
+    x, y = _xy()
+    with pytest.raises(TypeError, match=r"group must have the dtype of x \(torch.float64\), got torch.float32"):
+        invariant_mmd2(x, y, rotation_group(4, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"dtype must be one of \[torch.float64, torch.float32, torch.float16, "
+                                         r"torch.bfloat16\], got torch.int64"):
+        rotation_group(4, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"dim must be <= 8, got 9"):
+        permutation_group(9)
+    with pytest.raises(ValueError, match=r"group must hold orthogonal matrices"):
+        group_averaged_kernel(gaussian_kernel, 2 * rotation_group(3))  # checked when the kernel is built
+
+
+def test_coincident_points_give_finite_estimates():
+    x, y = _xy()
+    same = x[:1].expand_as(x).clone()
+    G = rotation_group(4)
+    assert bool(torch.isfinite(invariant_wasserstein1(same, y, G)))
+    assert bool(torch.isfinite(invariant_mmd2(same, y, G)))
+    assert invariant_mmd2(same, same, unbiased=False).item() == pytest.approx(0.0, abs=1e-12)

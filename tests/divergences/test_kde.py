@@ -87,11 +87,11 @@ def test_bad_inputs():
         kde_log_density(x, data, -1.0)
     with pytest.raises(ValueError, match="h must be > 0 entrywise"):
         kde_log_density(x, data, torch.tensor([1.0, 0.0], dtype=torch.float64))
-    with pytest.raises(ValueError, match="x and data must have the same dimension d, got 2 and 3"):
+    with pytest.raises(ValueError, match=r"data must have d = 2 \(from x\) in its shape \(n, d\)"):
         kde_log_density(x[:, :2], data, 1.0)
     with pytest.raises(ValueError, match="data must have 2 dimension"):
         kde_log_density(x, data[0], 1.0)
-    with pytest.raises(ValueError, match="x and data must share dtype"):
+    with pytest.raises(TypeError, match=r"data must have the dtype of x \(torch.float32\), got torch.float64"):
         kde_log_density(x.float(), data, 1.0)
     with pytest.raises(ValueError, match="alpha must be > 0.0, got 0.0"):
         kde_thresholds(0.0)
@@ -99,3 +99,32 @@ def test_bad_inputs():
         kde_regime(x, data, 1.0, sigma=-2.0)
     with pytest.raises(ValueError, match="data must be finite"):
         kde_log_density(x, data.clone().fill_(float("nan")), 1.0)
+
+
+# --- what the declarations and the bodies reject or handle (issue 9) ------------------------------------------------
+
+def test_thresholds_stop_at_float_resolution_and_refuse_an_unreachable_alpha():
+    h_clt, h_g = kde_thresholds(0.3, tol=1e-30)  # a tol below the float resolution used to loop forever
+    assert h_clt == pytest.approx(kde_thresholds(0.3)[0], rel=1e-12)
+    with pytest.raises(ValueError, match=r"alpha must be below .* for m = 1.0 \(beyond it the level s of the threshold "
+                                         r"equation overflows a float\), got 1000.0"):
+        kde_thresholds(1000.0)
+
+
+def test_bandwidth_sweeps_are_validated():
+    data, x = _data()
+    with pytest.raises(TypeError, match=r"h must have the dtype of x \(torch.float64\), got torch.float32"):
+        kde_log_density(x, data, torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match=r"h must be a number or a 1-D tensor of bandwidths, got shape \(1, 2\)"):
+        kde_log_density(x, data, torch.tensor([[0.5, 1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"h must not be empty \(H = 0\)"):
+        kde_regime(x, data, torch.zeros(0, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"x must not be empty \(m = 0\)"):
+        kde_log_density(x[:0], data, 1.0)
+
+
+def test_coincident_data_gives_finite_regime_measurements():
+    data, x = _data()
+    reg = kde_regime(x, data[:1].expand_as(data).clone(), torch.tensor([0.05, 1.0], dtype=torch.float64))
+    for field in reg:
+        assert bool(torch.isfinite(field).all())

@@ -161,7 +161,7 @@ def test_matches_official_code_numbers(i):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"scores must have shape \(\.\.\., N, N\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"scores must have N = 3 \(from scores\) in its shape \(\.\.\., N, N\), got shape \(3, 4\)"):
         mi_lower_bound(torch.zeros(3, 4))
     with pytest.raises(ValueError, match=r"scores must have N >= 2 samples"):
         mi_lower_bound(torch.zeros(1, 1))

@@ -93,7 +93,7 @@ def test_spatial_multi_digits_factors_and_shift():
 def test_errors():
     with pytest.raises(ValueError, match=r"form must be one of \['dual', 'contrastive'\], got 'kl'"):
         wasserstein_dependency(torch.zeros(3, 3), "kl")
-    with pytest.raises(ValueError, match=r"scores must have shape \(\.\.\., N, N\)"):
+    with pytest.raises(ValueError, match=r"scores must have at least 2 dimension\(s\) \(\.\.\., N, N\), got shape \(3,\)"):
         wasserstein_dependency(torch.zeros(3))
     with pytest.raises(ValueError, match=r"gp_weight must be >= 0.0, got -1.0"):
         wpc_loss(SeparableCritic(2, 2, hidden_dim=4), torch.zeros(4, 2), torch.zeros(4, 2), gp_weight=-1.0)
@@ -106,3 +106,42 @@ def test_errors():
         spatial_multi_digits(split.train_x, split.train_y, 4, 0)
     with pytest.raises(ValueError, match=r"labels must cover every class"):
         spatial_multi_digits(split.train_x[:5], split.train_y[:5] * 0, 4, 2)
+
+
+# --- what the declarations and the bodies reject or handle (issue 9) ------------------------------------------------
+
+def test_spectral_normalize_refuses_nan_and_all_zero_weights():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"module must have finite parameters, got NaN or inf entries in 0.weight"):
+        spectral_normalize(net)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    nn.init.zeros_(net[2].weight)  # W / ||W|| would be 0 / 0: NaN weights on the first forward
+    with pytest.raises(ValueError, match=r"module must have nonzero nn.Linear weights to normalise \(spectral norm 0\), "
+                                         r"got an all-zero weight in 2.weight"):
+        spectral_normalize(net)
+    assert not any(hasattr(m, "parametrizations") for m in net.modules())  # nothing half-normalised
+
+
+def test_wpc_loss_checks_the_critic():
+    x, y = torch.randn(4, 2), torch.randn(4, 2)
+    critic = SeparableCritic(2, 2, hidden_dim=4)
+    with torch.no_grad():
+        critic.g[0].weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"critic must have finite parameters, got NaN or inf entries in g.0.weight"):
+        wpc_loss(critic, x, y)
+    with pytest.raises(TypeError, match=r"x must have the dtype of critic.g.0.weight \(torch.float32\), got torch.float64"):
+        wpc_loss(SeparableCritic(2, 2, hidden_dim=4), x.double(), y.double())
+    with pytest.raises(TypeError, match=r"critic must have a pair_scores\(x, y\) method when gp_weight > 0"):
+        wpc_loss(nn.Bilinear(2, 2, 1), x, y)
+    with pytest.raises(ValueError, match=r"critic must return the \(4, 4\) score matrix, got \(4, 1\)"):
+        wpc_loss(nn.Bilinear(2, 2, 1), x, y, gp_weight=0.0)
+
+
+def test_gradient_penalty_needs_differentiable_scores():
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"pair_scores must return scores differentiable in its inputs"):
+        gradient_penalty(lambda a, b: torch.zeros(4), x, x)
+    with pytest.raises(ValueError, match=r"x must have N >= 2 rows"):
+        gradient_penalty(lambda a, b: a.sum(1), x[:1], x[:1])

@@ -1,4 +1,5 @@
-"""Shared test helper: a checkpoint of (model, optimizer, scheduler) through ``torch.save`` into fresh objects."""
+"""Shared test helper: a checkpoint of (model, optimizer, scheduler) through ``torch.save`` and ``torch.load`` at its
+defaults (``weights_only=True``) into fresh objects."""
 
 import io
 
@@ -10,7 +11,7 @@ def reload_checkpoint(model, opt, sched, fresh):
     buffer = io.BytesIO()
     torch.save({"m": model.state_dict(), "o": opt.state_dict(), "s": sched.state_dict()}, buffer)
     buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = torch.load(buffer)  # torch's default weights_only=True: checkpoints must load without pickled code
     new = fresh()
     new[0].load_state_dict(saved["m"])
     new[1].load_state_dict(saved["o"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from paperzoo.optim import AdaGradNorm
+from paperzoo.optim import AdaGradNorm, NonFiniteGradientError
 from tests.optim import test_optimizer_table as table
 
 
@@ -65,12 +65,18 @@ def test_first_step_is_never_longer_than_lr():
     assert x.detach().norm().item() == pytest.approx(0.3, rel=1e-6)
 
 
-def test_nan_gradient_raises():
+def test_nan_gradient_raises_before_anything_changes():
     x = torch.zeros(2, requires_grad=True)
     opt = AdaGradNorm([x])
     x.grad = torch.tensor([float("nan"), 0.0])
+    with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+        opt.step()
+    # Under "ignore" the accumulator guard still refuses the step, with the accumulator and step count untouched.
+    opt = AdaGradNorm([x], nonfinite="ignore")
     with pytest.raises(FloatingPointError, match="accumulated squared gradient norm is nan"):
         opt.step()
+    assert opt.param_groups[0]["sum_sq_grad_norm"] == 0.0 and x not in opt.state
+    assert torch.equal(x.detach(), torch.zeros(2))
 
 
 # The registry table's contract rows (its convergence rows need more steps than the table gives a GD-like method;

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from paperzoo.data.digits import single_thread
-from paperzoo.optim import ADoG
+from paperzoo.optim import ADoG, NonFiniteGradientError
 
 F64 = torch.float64
 # Numbers produced by the authors' code (github.com/ittaikr/open_lm_fork @ cc51851a, accele_dog.py, AcceleDoG),
@@ -259,10 +259,15 @@ def test_errors():
         ADoG([x], maximize=1)
     opt = ADoG([x])
     x.grad = torch.tensor([float("nan"), 1.0])
+    with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+        opt.step()
+    # Under "ignore" the accumulator guard still refuses the step, before the group or its state change.
+    opt = ADoG([x], nonfinite="ignore")
     with pytest.raises(FloatingPointError, match="accumulated squared gradient norm is nan"):
         opt.step()
+    assert opt.param_groups[0]["sum_sq"] is None and x not in opt.state
     e = torch.nn.Embedding(3, 2, sparse=True)
     opt = ADoG(e.parameters())
     e(torch.tensor([0])).sum().backward()
-    with pytest.raises(RuntimeError, match="ADoG does not support sparse gradients"):
+    with pytest.raises(TypeError, match="ADoG does not support sparse gradients"):
         opt.step()

@@ -123,7 +123,7 @@ def test_validates_per_group_overrides_and_rejects_sparse_gradients():
     emb = torch.nn.Embedding(3, 2, sparse=True)
     opt = AMSGrad(emb.parameters())
     emb(torch.tensor([0])).sum().backward()
-    with pytest.raises(RuntimeError, match="AMSGrad does not support sparse gradients"):
+    with pytest.raises(TypeError, match="AMSGrad does not support sparse gradients"):
         opt.step()
 
 

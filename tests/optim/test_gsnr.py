@@ -140,7 +140,7 @@ def test_errors():
     with pytest.raises(TypeError):
         VRGD([p], torch.optim.SGD, lr=0.1, not_an_option=1)
     opt = VRGD([p], torch.optim.SGD, lr=0.1)
-    with pytest.raises(RuntimeError, match="VRGD needs a closure"):
+    with pytest.raises(TypeError, match="VRGD needs a closure"):
         opt.step()
     with pytest.raises(ValueError, match=r"closure\(\) must return a \(k,\) tensor of micro-batch losses with k >= 2, "
                                          r"got \(\)"):

@@ -130,5 +130,5 @@ def test_median_errors():
         geometric_median_spp(torch.tensor([[float("nan"), 1.0]]))
     with pytest.raises(ValueError, match="step_size must be > 0.0, got -1.0"):
         geometric_median_spp(torch.ones(3, 2), step_size=-1.0)
-    with pytest.raises(ValueError, match=r"init must have shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"init must have d = 2 \(from samples\) in its shape \(d,\), got shape \(3,\)"):
         geometric_median_spp(torch.ones(3, 2), init=torch.ones(3))

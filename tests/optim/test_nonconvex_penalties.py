@@ -90,9 +90,9 @@ def test_bad_inputs():
         solve_ncvx_ag(X, y, penalty="lasso", lam=0.1)
     with pytest.raises(ValueError, match="lam must be >= 0"):
         solve_ncvx_ag(X, y, lam=-1.0)
-    with pytest.raises(ValueError, match="a must be > 1.0"):
+    with pytest.raises(ValueError, match=r"shape \(SCAD's a\) must be > 1.0, got 1.0"):
         solve_ncvx_ag(X, y, penalty="scad", lam=0.1, shape=1.0)
-    with pytest.raises(ValueError, match=r"y must have shape \(60,\)"):
+    with pytest.raises(ValueError, match=r"y must have n = 60 \(from X\)"):
         solve_ncvx_ag(X, y[:5], lam=0.1)
     with pytest.raises(ValueError, match="labels in"):
         solve_ncvx_ag(X, y, lam=0.1, loss="logistic")

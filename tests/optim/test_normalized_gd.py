@@ -10,7 +10,7 @@ import torch
 import tests.optim.test_optimizer_table as table
 from paperzoo.claims.optim.normalized_gd_gen_smooth import iterations_to_stationarity
 from paperzoo.data.smooth_problems import double_well
-from paperzoo.optim import BetaNormalizedGD, NormalizedSPIDER
+from paperzoo.optim import BetaNormalizedGD, NonFiniteGradientError, NormalizedSPIDER
 
 
 def test_step_is_gradient_over_norm_to_the_beta():
@@ -113,6 +113,57 @@ def test_spider_state_dict_round_trip():
     opt2.load_state_dict(saved)
     run(opt2, y, 5, 1)
     assert torch.equal(x.detach(), y.detach())
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_spider_checks_the_gradient_at_the_previous_point_before_changing_anything(policy):
+    # A correction step calls the closure twice; only the second call (at x_{t-1}) gives a NaN gradient.
+    x = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = NormalizedSPIDER([x], lr=0.1, period=5, nonfinite=policy)
+    shift = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    opt.step(_quadratic_closure(opt, x, shift))
+    assert not opt.refresh_due
+    calls = []
+
+    def closure():
+        opt.zero_grad()
+        loss = ((x - shift) ** 2).sum() / 2 + (x[0] * float("nan") if calls else 0.0)
+        calls.append(x.detach().clone())
+        loss.backward()
+        return loss
+
+    before_x, before_state = x.detach().clone(), copy.deepcopy(opt.state_dict())
+    if policy == "raise":
+        with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+            opt.step(closure)
+    else:
+        opt.step(closure)
+        assert opt.skipped_steps == 1
+    assert len(calls) == 2 and torch.equal(calls[1], before_state["state"][0]["previous"])
+    assert torch.equal(x.detach(), before_x)  # moved back from x_{t-1}
+    after = opt.state_dict()["state"][0]
+    assert all(torch.equal(after[k], v) for k, v in before_state["state"][0].items())
+    opt.step(_quadratic_closure(opt, x, shift))
+    assert bool(torch.isfinite(x).all()) and opt.state[x]["step"].item() == 2
+
+
+def test_spider_restores_the_parameters_when_the_second_closure_call_raises():
+    x = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = NormalizedSPIDER([x], lr=0.1, period=5)
+    shift = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    opt.step(_quadratic_closure(opt, x, shift))
+    before = x.detach().clone()
+    calls = []
+
+    def closure():
+        if calls:
+            raise KeyError("data loader failed")
+        calls.append(1)
+        return _quadratic_closure(opt, x, shift)()
+
+    with pytest.raises(KeyError):
+        opt.step(closure)
+    assert torch.equal(x.detach(), before)
 
 
 def test_spider_requires_closure():

@@ -126,11 +126,27 @@ def test_bad_input_messages():
         PCNGD([w], lr=-1.0)
     with pytest.raises(ValueError, match="eps must be >= 0.0, got -1.0"):
         PCNGD([w], eps=-1.0)
-    with pytest.raises(RuntimeError, match="needs a closure"):
+    with pytest.raises(ValueError, match="needs a closure"):
         PCNGD([w]).step()
     with pytest.raises(ValueError, match="closure must return the per-class losses as a 1-D tensor"):
         PCNGD([w]).step(lambda: (w ** 2).sum())
-    with pytest.raises(ValueError, match=r"targets must lie in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, num_classes\) = \[0, 2\)"):
         class_mean_losses(torch.ones(3), torch.tensor([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="per_class_losses must be finite"):
         per_class_normalized_grad(torch.tensor([float("nan")]), [w])
+
+
+def test_nonfinite_class_gradient_of_a_finite_loss_raises_or_skips():
+    # sqrt(|w0|) at w0 = 0: a finite class loss whose gradient is NaN, which the direction would leave out.
+    from paperzoo.optim import NonFiniteGradientError
+    for policy in ("raise", "skip"):
+        w = torch.nn.Parameter(torch.tensor([0.0, 1.0]))
+        opt = PCNGD([w], lr=0.1, nonfinite=policy)
+        closure = lambda: torch.stack([w[0].abs().sqrt(), (w[1] - 2.0) ** 2])
+        if policy == "raise":
+            with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+                opt.step(closure)
+        else:
+            opt.step(closure)
+            assert opt.skipped_steps == 1
+        assert torch.equal(w.detach(), torch.tensor([0.0, 1.0]))

@@ -280,12 +280,87 @@ def test_errors():
         PSGD([x], max_skew=0.0)
     opt = PSGD([x], hessian="exact")
     (x ** 2).sum().backward()
-    with pytest.raises(RuntimeError, match="needs a closure"):
+    with pytest.raises(ValueError, match="needs a closure"):
         opt.step()
     def plain_closure():
         opt.zero_grad()
         loss = (x ** 2).sum()
         loss.backward()
         return loss
-    with pytest.raises(RuntimeError, match="create_graph=True"):
+    with pytest.raises(ValueError, match="called backward\\(\\) without create_graph=True"):
         opt.step(plain_closure)
+
+
+@pytest.mark.parametrize("damping", [1e-9, 0.0])
+@pytest.mark.parametrize("precond_type", ["kron", "dense", "diag"])
+def test_exact_hessian_of_a_linear_loss_is_zero_not_a_closure_error(precond_type, damping):
+    # backward(create_graph=True) of a loss linear in a parameter gives a gradient without a graph: Hv = 0 there.
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64))
+    b = torch.nn.Parameter(torch.tensor([0.3], dtype=torch.float64))
+    c = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
+    opt = PSGD([w, b], lr=1e-3, precond_type=precond_type, hessian="exact", damping=damping)
+
+    def closure():
+        opt.zero_grad()
+        loss = (w ** 2).sum() + 3.0 * b.sum()  # quadratic in w, linear in b
+        loss.backward(create_graph=True)
+        return loss
+
+    start = b.detach().clone()
+    for _ in range(3):
+        opt.step(closure)
+    assert all(bool(torch.isfinite(t).all()) for t in (w, b, *opt.state[b]["Q"]) if isinstance(t, torch.Tensor))
+    assert float(b) < float(start)  # descends along the constant gradient
+    # Every parameter linear: still Hv = 0, no error.
+    x = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    lin = PSGD([x], lr=1e-3, precond_type=precond_type, hessian="exact", damping=damping)
+
+    def linear():
+        lin.zero_grad()
+        loss = (c * x).sum()
+        loss.backward(create_graph=True)
+        return loss
+
+    lin.step(linear)
+    assert bool(torch.isfinite(x).all()) and not torch.equal(x.detach(), torch.ones(3, dtype=torch.float64))
+
+
+def test_exact_hessian_names_what_the_closure_got_wrong():
+    x = torch.nn.Parameter(torch.ones(3))
+    opt = PSGD([x], hessian="exact")
+
+    def no_create_graph():  # linear too: the gradient has no graph either way
+        opt.zero_grad()
+        loss = x.sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match="called backward\\(\\) without create_graph=True"):
+        opt.step(no_create_graph)
+    x.grad = torch.ones(3)
+    with pytest.raises(ValueError, match="did not back-propagate to the parameters"):
+        opt.step(lambda: x.sum().detach())
+    assert len(opt.state) == 0 and torch.equal(x.detach(), torch.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("precond_type", ["kron", "dense", "diag"])
+def test_half_precision_parameters(precond_type, dtype):
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(3, 2, generator=g).to(dtype)),
+              torch.nn.Parameter(torch.randn(4, generator=g).to(dtype))]
+    opt = PSGD(params, lr=0.1, precond_type=precond_type, hessian="exact")
+
+    def closure():
+        opt.zero_grad()
+        loss = sum(((p.float() - 0.5) ** 2).sum() for p in params)
+        loss.backward(create_graph=True)
+        return loss
+
+    first = float(closure())
+    for _ in range(20):
+        opt.step(closure)
+    assert all(p.dtype == dtype and bool(torch.isfinite(p).all()) for p in params)
+    assert all(q.dtype == dtype for p in params for q in
+               (opt.state[p]["Q"] if precond_type == "kron" else [opt.state[p]["Q"]]))
+    assert float(closure()) < 0.5 * first

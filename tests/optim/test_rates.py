@@ -117,7 +117,9 @@ def test_slope_fits():
         (lambda: run_gradient_method(lambda x, t: x, torch.ones(1), 0.1, 5, record=[6]), ValueError,
          r"^record must be <= 5, got 6$"),
         (lambda: run_gradient_method(lambda x, t: x, torch.tensor(1.0), 0.1, 5), ValueError,
-         r"^x0 must have at least 1 dimension"),
+         r"^x0 must have 1 or 2 dimension\(s\)"),
+        (lambda: run_gradient_method(lambda x, t: x[:1], torch.ones(2), 0.1, 5), ValueError,
+         r"^oracle must return a tensor of shape \(2,\)"),
         (lambda: gd_convex_bound(torch.ones(1), L=0.0, r0_sq=1.0), ValueError, r"^L must be > 0.0, got 0.0$"),
         (lambda: sgd_strongly_convex_bound(torch.ones(1), 2.0, 1.0, 1.0, 1.0), ValueError,
          r"^gamma \* mu must be <= 1, got 2.0$"),
@@ -129,7 +131,11 @@ def test_slope_fits():
         (lambda: heavy_ball_convex_bound(torch.ones(1), eta=0.1, r0_sq=-1.0), ValueError,
          r"^r0_sq must be >= 0.0, got -1.0$"),
         (lambda: subgradient_bound(torch.tensor([0.1, 0.0]), 1.0, 1.0), ValueError, r"^step_sizes must be > 0"),
-        (lambda: fit_loglog_slope(torch.ones(2), -torch.ones(2)), ValueError, r"^x and y must be > 0"),
+        (lambda: fit_loglog_slope(torch.tensor([1.0, 2.0]), -torch.ones(2)), ValueError, r"^x and y must be > 0"),
+        (lambda: fit_loglog_slope(torch.ones(3), torch.rand(3) + 1), ValueError,
+         r"^x must hold at least two distinct values"),
+        (lambda: fit_linear_rate(torch.zeros(3), torch.rand(3) + 1), ValueError,
+         r"^t must hold at least two distinct values"),
     ],
 )
 def test_rejects_bad_input(call, error, match):

@@ -184,7 +184,7 @@ def test_zero_lr_group_stays_frozen_even_on_model_steps():
 def test_step_returns_the_starting_loss_and_needs_a_closure():
     w = torch.nn.Parameter(torch.tensor([1.0]))
     opt = SMB([w])
-    with pytest.raises(RuntimeError, match="SMB needs a closure"):
+    with pytest.raises(ValueError, match="SMB needs a closure"):
         opt.step()
 
     def closure():
@@ -205,3 +205,30 @@ def test_step_returns_the_starting_loss_and_needs_a_closure():
 def test_invalid_hyperparameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SMB([torch.nn.Parameter(torch.ones(1))], **kwargs)
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_nonfinite_trial_gradient_puts_the_parameters_back(policy):
+    from paperzoo.optim import NonFiniteGradientError
+    w = torch.nn.Parameter(torch.tensor([2.0, -3.0]))
+    opt = SMB([w], lr=0.3, nonfinite=policy)
+    calls = []
+
+    def closure():
+        # Finite at x, a NaN gradient at the trial point x + s.
+        calls.append(1)
+        opt.zero_grad()
+        loss = (w ** 2).sum() + (w[0] * float("nan") if len(calls) == 2 else 0.0)
+        loss.backward()
+        return loss
+
+    if policy == "raise":
+        with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+            opt.step(closure)
+    else:
+        opt.step(closure)
+        assert opt.skipped_steps == 1
+    assert len(calls) == 2
+    assert torch.equal(w.detach(), torch.tensor([2.0, -3.0]))
+    assert torch.equal(w.grad, torch.tensor([4.0, -6.0]))
+    assert opt.state["n_steps"] == 0 and opt.state["n_model_steps"] == 0

@@ -148,3 +148,26 @@ def test_errors():
     two = SSO([{"params": [p]}, {"params": [q], "eta": 2.0}])
     with pytest.raises(ValueError, match=r"eta must be the same in every parameter group, got \[1.0, 2.0\]"):
         two.step(lambda: p, lambda z: z.sum())
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_nonfinite_surrogate_gradient_puts_the_parameters_back(policy):
+    from paperzoo.optim import NonFiniteGradientError
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = SSO([p], lr=0.1, eta=1.0, inner_steps=3, line_search=False, nonfinite=policy)
+    calls = []
+
+    def targets():
+        # A finite target gradient, then a NaN surrogate gradient at the third inner step (after two moves).
+        calls.append(1)
+        return p * 1.0 if len(calls) != 4 else p * float("nan")
+
+    if policy == "raise":
+        with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+            opt.step(targets, lambda z: (z ** 2).sum())
+    else:
+        opt.step(targets, lambda z: (z ** 2).sum())
+        assert opt.skipped_steps == 1
+    assert len(calls) == 4
+    assert torch.equal(p.detach(), torch.tensor([1.0, -2.0]))
+    assert len(opt.state) == 0

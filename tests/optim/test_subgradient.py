@@ -89,7 +89,7 @@ def test_bad_input_messages():
         solve_lasso_ista(A, b, -1.0)
     with pytest.raises(ValueError, match="lr must be > 0.0, got 0.0"):
         solve_lasso_subgradient(A, b, 0.1, lr=0.0)
-    with pytest.raises(ValueError, match=r"b must have shape \(30,\) \(rows of A\), got \(29,\)"):
+    with pytest.raises(ValueError, match=r"b must have n = 30 \(from A\) in its shape \(n,\), got shape \(29,\)"):
         solve_lasso_ista(A, b[:-1], 0.1)
     with pytest.raises(ValueError, match=r"x0 must have shape \(60,\)"):
         solve_lasso_ista(A, b, 0.1, x0=torch.zeros(5, dtype=torch.float64))

@@ -131,7 +131,7 @@ def test_bad_inputs():
     x, y, a, b, _ = _clouds()
     with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
         sliced_wasserstein(x.numpy(), y, n_projections=3)
-    with pytest.raises(ValueError, match=r"y must have 4 columns \(the dimension of x\), got shape \(60, 3\)"):
+    with pytest.raises(ValueError, match=r"y must have d = 4 \(from x\) in its shape \(m, d\), got shape \(60, 3\)"):
         sliced_wasserstein(x, y[:, :3], n_projections=3)
     with pytest.raises(TypeError, match="y must have the dtype of x"):
         sliced_wasserstein(x, y.float(), n_projections=3)
@@ -141,7 +141,7 @@ def test_bad_inputs():
         sliced_wasserstein(x, y)
     with pytest.raises(ValueError, match="p must be >= 1.0, got 0.5"):
         sliced_wasserstein(x, y, n_projections=3, p=0.5)
-    with pytest.raises(ValueError, match=r"a must have shape \(40,\) \(one weight per point\), got \(60,\)"):
+    with pytest.raises(ValueError, match=r"a must have n = 40 \(from x\) in its shape \(n,\), got shape \(60,\)"):
         sliced_wasserstein(x, y, n_projections=3, a=b)
     with pytest.raises(ValueError, match="b must be >= 0 entrywise"):
         sliced_wasserstein(x, y, n_projections=3, b=-b)
@@ -149,12 +149,14 @@ def test_bad_inputs():
         sliced_wasserstein(x, y, n_projections=3, a=torch.zeros_like(a))
     with pytest.raises(ValueError, match="x must be finite"):
         sliced_wasserstein(x * float("nan"), y, n_projections=3)
-    with pytest.raises(ValueError, match=r"projections must have shape \(L, 4\), got \(5, 3\)"):
+    with pytest.raises(ValueError, match=r"projections must have d = 4 \(from x\) in its shape \(L, d\), got shape \(5, 3\)"):
         sliced_wasserstein(x, y, projections=torch.ones(5, 3, dtype=F64))
     with pytest.raises(ValueError, match=r"variant must be one of \['lower', 'upper'\], got 'mid'"):
         sliced_wasserstein_cv(x, y, n_projections=3, variant="mid")
-    with pytest.raises(ValueError, match="n_projections must be >= 2 for a control variate, got 1"):
+    with pytest.raises(ValueError, match="n_projections must be >= 2, got 1"):
         sliced_wasserstein_cv(x, y, n_projections=1)
+    with pytest.raises(ValueError, match="projections must have at least 2 rows .directions. for a control variate, got 1"):
+        sliced_wasserstein_cv(x, y, projections=torch.ones(1, 4, dtype=F64))
 
 
 def test_ties_and_zero_weights_match_pot():

@@ -121,7 +121,7 @@ def test_bad_inputs():
         sparsity_constrained_ot(a, b, M, 0.1, 2, formulation="primal")
     with pytest.raises(ValueError, match="max_iter must be >= 1, got 0"):
         sparsity_constrained_ot(a, b, M, 0.1, 2, max_iter=0)
-    with pytest.raises(ValueError, match="M must have shape"):
+    with pytest.raises(ValueError, match=r"M must have m = 3 \(from b\) in its shape \(n, m\), got shape \(6, 2\)"):
         sparsity_constrained_ot(a, b, M[:, :2], 0.1, 2)
     with pytest.raises(ValueError, match="b must have the same total mass"):
         sparsity_constrained_ot(a, 2 * b, M, 0.1, 2)

@@ -161,7 +161,7 @@ def test_jko_bad_inputs():
         variational_jko(x, _quadratic, step_size=0.0)
     with pytest.raises(ValueError, match=r"n_inner must be >= 1, got 0"):
         variational_jko(x, _quadratic, n_inner=0)
-    with pytest.raises(ValueError, match=r"x must have 2 dimension\(s\), got shape \(10,\)"):
+    with pytest.raises(ValueError, match=r"x must have 2 dimension\(s\) \(n, d\), got shape \(10,\)"):
         density_jko(torch.zeros(10), _quadratic)
     with pytest.raises(TypeError, match="potential must be callable, got int"):
         density_jko(x, 3)

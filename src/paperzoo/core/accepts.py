@@ -252,14 +252,15 @@ class Generator(Spec):
 class Pair(Spec):
     """A pair ``(x0, x1)`` whose entries each satisfy ``item`` (named ``name[0]``, ``name[1]`` in messages)."""
 
-    def __init__(self, item: Spec, *, optional: bool = False, example=None):
+    def __init__(self, item: Spec, *, meaning: str = "", optional: bool = False, example=None):
         self.item, self.optional, self._example = item, optional, example
+        self.what = f"a pair {meaning}" if meaning else "a pair"
 
     def check(self, name, value, binding):
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise TypeError(f"{name} must be a pair, got {type(value).__name__}")
+            raise TypeError(f"{name} must be {self.what}, got {type(value).__name__}")
         if len(value) != 2:
-            raise ValueError(f"{name} must be a pair, got {len(value)} values")
+            raise ValueError(f"{name} must be {self.what}, got {len(value)} values")
         for i, v in enumerate(value):
             self.item.validate(f"{name}[{i}]", v, binding)
 

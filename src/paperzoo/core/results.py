@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import os
 import sqlite3
@@ -172,18 +173,61 @@ class ResultRow:
         return cls(**values)
 
 
+def _columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+
+
+@functools.cache
+def _base_columns() -> dict[str, set[str]]:
+    """The columns of the first schema (the later ones are migrated on open), by table."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(_SCHEMA)
+        return {table: _columns(con, table) for table in ("runs", "results")}
+    finally:
+        con.close()
+
+
 class ResultsStore:
-    """A SQLite results database at ``path`` (created on first use)."""
+    """A SQLite results database at ``path`` (created on first use).
+
+    Raises ``ValueError`` when ``path`` is a directory or a file that is not a paperzoo results store (not
+    SQLite, someone else's tables, missing columns); ``OSError`` or ``sqlite3.OperationalError`` when it cannot
+    be created or opened.
+    """
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_db_path()
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a directory, not a paperzoo results store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.executescript(_SCHEMA)
-            for table, column, decl in _MIGRATIONS:
-                have = {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        try:
+            with self._connect() as con:
+                self._check_tables(con)
+                con.executescript(_SCHEMA)
+                for table, column, decl in _MIGRATIONS:
+                    if column not in _columns(con, table):
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        except sqlite3.OperationalError:
+            raise  # it cannot be opened or written (permissions, a lock): not a question of what it holds
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            raise ValueError(f"{self.path} is not a paperzoo results store: {exc}") from None
+
+    def _check_tables(self, con: sqlite3.Connection) -> None:
+        """An existing database must be one this class wrote (both tables, with their first columns): never add
+        tables to someone else's database, nor fail later on a missing column."""
+        tables = {r["name"] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if not r["name"].startswith("sqlite_")}
+        if not tables:
+            return  # a new or empty file
+        if not {"runs", "results"} <= tables:
+            raise ValueError(f"{self.path} is not a paperzoo results store: it has the tables {sorted(tables)}, "
+                             f"not 'runs' and 'results'")
+        for table, wanted in _base_columns().items():
+            missing = wanted - _columns(con, table)
+            if missing:
+                raise ValueError(f"{self.path} is not a paperzoo results store: table {table!r} lacks the "
+                                 f"columns {sorted(missing)}")
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30)
@@ -308,12 +352,19 @@ def read_jsonl(path: str | os.PathLike) -> list[ResultRow]:
     path = Path(path)
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a results JSONL file: {exc}") from None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(ResultRow.from_json(json.loads(line)))
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise TypeError(f"expected a JSON object, got {type(obj).__name__}")
+            rows.append(ResultRow.from_json(obj))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}:{number}: not a result row ({exc})") from None
     return rows

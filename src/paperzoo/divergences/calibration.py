@@ -20,11 +20,20 @@ from __future__ import annotations
 
 import torch
 
+from paperzoo.core.accepts import Int, Tensor, accepts
 from paperzoo.core.checks import check_int, check_tensor
 
 __all__ = ["expected_calibration_error"]
 
 
+def _example(ctx):
+    n, k = ctx.size("n"), ctx.size("K")
+    probs = torch.rand(n, k, generator=ctx.generator, dtype=ctx.dtype) + 0.1
+    return {"probs": probs / probs.sum(1, keepdim=True), "labels": torch.randint(0, k, (n,), generator=ctx.generator)}
+
+
+@accepts(probs=Tensor("n", "K", positive_mass=True, degenerate=("zero_mass", "coincident")),
+         labels=Tensor("n", dtype="int", low=0), n_bins=Int(ge=1), example=_example)
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, *, n_bins: int = 15) -> torch.Tensor:
     """ECE with ``n_bins`` equal-width confidence bins (15 by default, as in Guo et al.).
 

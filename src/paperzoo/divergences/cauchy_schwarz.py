@@ -73,6 +73,7 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Flag, Real, Tensor, accepts
 from paperzoo.core.checks import check_nonnegative, check_positive, check_tensor
 from paperzoo.transport.entropic import pairwise_cost  # squared distances by direct differences: exact 0 diagonal
 
@@ -99,6 +100,16 @@ def _check_rows(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> in
     return n
 
 
+def _randn(ctx, *shape):
+    return torch.randn(*shape, generator=ctx.generator, dtype=ctx.dtype)
+
+
+# Samples are (n, d) or (n,): sizes are checked in the bodies (a spec cannot say "(n,) or (n, d)" with symbols).
+_SAMPLES = Tensor(ndims=(1, 2), degenerate=("coincident",))
+
+
+@accepts(x=_SAMPLES, y=_SAMPLES, sigma=Real(gt=0),
+         example=lambda ctx: {"x": _randn(ctx, 5, 2), "y": _randn(ctx, 4, 2)})
 def cs_divergence(x: torch.Tensor, y: torch.Tensor, *, sigma: float = 1.0) -> torch.Tensor:
     """Cauchy-Schwarz divergence ``D_CS(p || q)`` estimated with Gaussian Parzen windows of width ``sigma``.
 
@@ -124,6 +135,8 @@ def cs_divergence(x: torch.Tensor, y: torch.Tensor, *, sigma: float = 1.0) -> to
     return log_mean(x, x) + log_mean(y, y) - 2.0 * log_mean(x, y)
 
 
+@accepts(mean_p=Tensor("d", degenerate=("zeros",)), cov_p=Tensor("d", "d", symmetric=True), mean_q=Tensor("d"),
+         cov_q=Tensor("d", "d", symmetric=True))
 def gaussian_cs_divergence(mean_p: torch.Tensor, cov_p: torch.Tensor, mean_q: torch.Tensor,
                            cov_q: torch.Tensor) -> torch.Tensor:
     """Closed-form ``D_CS(N(mean_p, cov_p) || N(mean_q, cov_q))``.
@@ -134,17 +147,14 @@ def gaussian_cs_divergence(mean_p: torch.Tensor, cov_p: torch.Tensor, mean_q: to
         mean_p, mean_q: (d,) means.
         cov_p, cov_q: (d, d) symmetric positive-definite covariances.
     """
-    for name, m in (("mean_p", mean_p), ("mean_q", mean_q)):
-        check_tensor(name, m, ndim=1)
     d = mean_p.shape[0]
-    if mean_q.shape != mean_p.shape:
-        raise ValueError(f"mean_q must have shape {tuple(mean_p.shape)} (as mean_p), got {tuple(mean_q.shape)}")
     for name, c in (("cov_p", cov_p), ("cov_q", cov_q)):
-        check_tensor(name, c, ndim=2)
-        if c.shape != (d, d):
-            raise ValueError(f"{name} must have shape {(d, d)}, got {tuple(c.shape)}")
+        if int(torch.linalg.cholesky_ex(c).info) != 0:
+            raise ValueError(f"{name} must be symmetric positive definite, got a matrix whose Cholesky factorisation "
+                             f"fails (smallest eigenvalue {float(torch.linalg.eigvalsh(c).min())!r})")
 
     def log_gauss_at(delta, cov):
+        # cov is 2 cov_p, 2 cov_q or cov_p + cov_q: positive definite when cov_p and cov_q are (checked above)
         chol = torch.linalg.cholesky(cov)
         sol = torch.cholesky_solve(delta[:, None], chol)[:, 0]
         logdet = 2.0 * chol.diagonal().log().sum()
@@ -155,6 +165,9 @@ def gaussian_cs_divergence(mean_p: torch.Tensor, cov_p: torch.Tensor, mean_q: to
             - 2 * log_gauss_at(mean_p - mean_q, cov_p + cov_q))
 
 
+@accepts(x=_SAMPLES, y=Tensor(ndims=(1, 2), degenerate=("constant",)), y_hat=Tensor(ndims=(1, 2), degenerate=("constant",)),
+         sigma_x=Real(gt=0), sigma_y=Real(gt=0),
+         example=lambda ctx: {"x": _randn(ctx, 6, 2), "y": _randn(ctx, 6), "y_hat": _randn(ctx, 6)})
 def conditional_cs_divergence(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor, *, sigma_x: float = 1.0,
                               sigma_y: float = 1.0) -> torch.Tensor:
     """Conditional CS divergence ``D_CS(p(y | x) || q(y_hat | x))`` from paired samples ``(x_i, y_i, y_hat_i)``.
@@ -189,6 +202,8 @@ def conditional_cs_divergence(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Ten
     return term(y2, y2) + term(yh, yh) - 2.0 * term(yh, y2)
 
 
+@accepts(x=_SAMPLES, t=_SAMPLES, sigma_x=Real(gt=0), sigma_t=Real(gt=0), normalized=Flag(),
+         example=lambda ctx: {"x": _randn(ctx, 6, 2), "t": _randn(ctx, 6, 3), "normalized": True})
 def cs_qmi(x: torch.Tensor, t: torch.Tensor, *, sigma_x: float = 1.0, sigma_t: float = 1.0,
            normalized: bool = False) -> torch.Tensor:
     """Cauchy-Schwarz quadratic mutual information ``I_CS(x; t)`` (the CS-IB compression term).
@@ -217,7 +232,12 @@ def cs_qmi(x: torch.Tensor, t: torch.Tensor, *, sigma_x: float = 1.0, sigma_t: f
 
     value = qmi(a_x, a_t)
     if normalized:
-        value = value / torch.sqrt(qmi(a_x, a_x) * qmi(a_t, a_t))
+        # I_CS(x; x) = 0 only for a constant sample (all kernel entries equal); then I_CS(x; t) = 0 too and the
+        # normalised value is taken as 0 (x carries no information), not 0 / 0. Clamping drops round-off below 0.
+        scale = (qmi(a_x, a_x) * qmi(a_t, a_t)).clamp_min(0.0)
+        positive = scale > 0
+        value = torch.where(positive, value / torch.sqrt(torch.where(positive, scale, torch.ones_like(scale))),
+                            torch.zeros_like(value))
     return value
 
 
@@ -229,6 +249,10 @@ class CSIBLoss(NamedTuple):
     compression: torch.Tensor
 
 
+@accepts(x=_SAMPLES, y=Tensor(ndims=(1, 2), degenerate=("constant",)), y_hat=Tensor(ndims=(1, 2), degenerate=("constant",)),
+         t=_SAMPLES, beta=Real(ge=0), sigma_x=Real(gt=0), sigma_y=Real(gt=0), sigma_t=Real(gt=0), normalized=Flag(),
+         example=lambda ctx: {"x": _randn(ctx, 6, 2), "y": _randn(ctx, 6), "y_hat": _randn(ctx, 6),
+                              "t": _randn(ctx, 6, 3), "beta": 0.1, "normalized": True})
 def cs_ib_loss(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor, t: torch.Tensor, *, beta: float,
                sigma_x: float = 1.0, sigma_y: float = 1.0, sigma_t: float = 1.0,
                normalized: bool = False) -> CSIBLoss:

@@ -37,15 +37,27 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Flag, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_tensor
+from paperzoo.divergences._specs import AnyBatch
 
 __all__ = ["entropy", "discrete_mutual_information", "greedy_mec", "majorization_meet", "ebim_greedy", "mec_b",
            "EBIMResult", "MECBResult"]
 
 
-def _check_prob(name: str, p, *, ndim: int = 1, atol: float = 1e-6) -> torch.Tensor:
+_MARGINAL = Tensor("n", positive_mass=True, degenerate=("zero_mass",))
+_BASE = Real(gt=1)
+
+
+def _probabilities(ctx, *shape):
+    p = torch.rand(*shape, generator=ctx.generator, dtype=ctx.dtype) + 0.1
+    return p / p.sum()
+
+
+def _check_prob(name: str, p, *, ndim: int | None = 1, atol: float = 1e-6) -> torch.Tensor:
+    """``p`` sums to 1 over all entries (the declarations check type, shape and signs)."""
     check_tensor(name, p, ndim=ndim, nonnegative=True)
-    total = float(p.sum())
+    total = float(p.sum(dtype=torch.float64))
     if abs(total - 1.0) > atol:
         raise ValueError(f"{name} must sum to 1 (atol={atol:g}), got sum({name})={total!r}")
     return p
@@ -63,6 +75,8 @@ def _xlogx_sum(p: torch.Tensor, dim=None) -> torch.Tensor:
     return t.sum() if dim is None else t.sum(dim)
 
 
+@accepts(p=AnyBatch(ndims=tuple(range(0, 9)), nonnegative=True, degenerate=("zero_mass",)), base=_BASE,
+         example=lambda ctx: {"p": _probabilities(ctx, 4)})
 def entropy(p: torch.Tensor, *, base: float = 2.0) -> torch.Tensor:
     r"""Shannon entropy :math:`H(p) = -\sum_i p_i \log p_i` of a probability tensor of any shape (0 log 0 = 0).
 
@@ -74,11 +88,16 @@ def entropy(p: torch.Tensor, *, base: float = 2.0) -> torch.Tensor:
         >>> entropy(torch.tensor([0.5, 0.25, 0.25]))
         tensor(1.5000)
     """
-    check_tensor("p", p, nonnegative=True)
-    base = _check_base(base)
+    _check_prob("p", p, ndim=None)
+    return _entropy(p, _check_base(base))
+
+
+def _entropy(p: torch.Tensor, base: float) -> torch.Tensor:
     return -_xlogx_sum(p) / math.log(base)
 
 
+@accepts(joint=Tensor("n", "m", nonnegative=True), base=_BASE,
+         example=lambda ctx: {"joint": _probabilities(ctx, ctx.size("n"), ctx.size("m"))})
 def discrete_mutual_information(joint: torch.Tensor, *, base: float = 2.0) -> torch.Tensor:
     r""":math:`I(X; Y) = H(X) + H(Y) - H(X, Y)` of an (n, m) joint probability matrix ``joint[x, y]``.
 
@@ -91,6 +110,7 @@ def discrete_mutual_information(joint: torch.Tensor, *, base: float = 2.0) -> to
     return (-_xlogx_sum(joint.sum(1)) - _xlogx_sum(joint.sum(0)) + _xlogx_sum(joint)) / math.log(base)
 
 
+@accepts(p=_MARGINAL, q=Tensor("m", positive_mass=True, degenerate=("zero_mass",)))
 def majorization_meet(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     r"""The greatest lower bound :math:`p \wedge q` in the majorisation order (Cicalese and Vaccaro, 2002).
 
@@ -113,6 +133,7 @@ def majorization_meet(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.diff(c, prepend=c.new_zeros(1)).clamp(min=0)
 
 
+@accepts(p=_MARGINAL, q=Tensor("m", positive_mass=True, degenerate=("zero_mass",)), atol=Real(ge=0))
 def greedy_mec(p: torch.Tensor, q: torch.Tensor, *, atol: float = 1e-12) -> torch.Tensor:
     r"""Greedy minimum-entropy coupling of two probability vectors (max-seeking greedy, Kocaoglu et al., 2017).
 
@@ -140,8 +161,6 @@ def greedy_mec(p: torch.Tensor, q: torch.Tensor, *, atol: float = 1e-12) -> torc
     """
     _check_prob("p", p)
     _check_prob("q", q)
-    if q.dtype != p.dtype:
-        raise TypeError(f"q must have the dtype of p ({p.dtype}), got {q.dtype}")
     atol = check_nonnegative("atol", atol)
     n, m = p.numel(), q.numel()
     rp, rq = p.clone(), q.clone()
@@ -195,6 +214,8 @@ def _joint_of(p: torch.Tensor, labels: torch.Tensor, n_cols: int) -> torch.Tenso
     return J
 
 
+@accepts(p_x=_MARGINAL, R=Real(ge=0), refine=Flag(), base=_BASE, bisection_steps=Int(ge=1),
+         example=lambda ctx: {"refine": True})
 def ebim_greedy(p_x: torch.Tensor, R: float, *, refine: bool = False, base: float = 2.0,
                 bisection_steps: int = 60) -> EBIMResult:
     r"""Greedy entropy-bounded information maximisation: an encoder :math:`p(t \mid x)` with :math:`H(T) \le R`.
@@ -239,7 +260,7 @@ def ebim_greedy(p_x: torch.Tensor, R: float, *, refine: bool = False, base: floa
     labels = torch.where(pos, labels, torch.zeros_like(labels))
     masses = p_x[pos].clone()
     n_merges, last = 0, None
-    if float(entropy(masses, base=base)) > R:
+    if float(_entropy(masses, base)) > R:
         while masses.numel() > 1:
             H_t = float(-_xlogx_sum(masses)) / ln_base
             small = masses.topk(2, largest=False).indices
@@ -273,14 +294,14 @@ def ebim_greedy(p_x: torch.Tensor, R: float, *, refine: bool = False, base: floa
         lo, hi = 0.0, 1.0
         for _ in range(bisection_steps):
             mid = 0.5 * (lo + hi)
-            if float(entropy(split(mid).sum(0), base=base)) <= R:
+            if float(_entropy(split(mid).sum(0), base)) <= R:
                 lo = mid
             else:
                 hi = mid
         joint = split(lo)
         joint = joint[:, joint.sum(0) > 0]
     return EBIMResult(joint=joint, mutual_information=discrete_mutual_information(joint, base=base),
-                      rate=entropy(joint.sum(0), base=base), guarantee=h2, n_merges=n_merges,
+                      rate=_entropy(joint.sum(0), base), guarantee=h2, n_merges=n_merges,
                       deterministic_mutual_information=discrete_mutual_information(det_joint, base=base))
 
 
@@ -302,6 +323,8 @@ class MECBResult(NamedTuple):
     rate: torch.Tensor
 
 
+@accepts(p_x=_MARGINAL, q_y=Tensor("m", positive_mass=True, degenerate=("zero_mass",)), R=Real(ge=0), refine=Flag(),
+         base=_BASE, example=lambda ctx: {"refine": True})
 def mec_b(p_x: torch.Tensor, q_y: torch.Tensor, R: float, *, refine: bool = False, base: float = 2.0) -> MECBResult:
     r"""Minimum entropy coupling with bottleneck: EBIM encoder ``X -> T`` then greedy MEC decoder ``T -> Y``.
 
@@ -326,7 +349,7 @@ def mec_b(p_x: torch.Tensor, q_y: torch.Tensor, R: float, *, refine: bool = Fals
     enc = ebim_greedy(p_x, R, refine=refine, base=base)
     p_t = enc.joint.sum(0)
     used = torch.nonzero(p_t > 0).squeeze(1)
-    dec_used = greedy_mec(p_t[used] / p_t[used].sum(), q_y.to(p_t.dtype))
+    dec_used = greedy_mec(p_t[used] / p_t[used].sum(), q_y)
     decoder = p_t.new_zeros((p_t.numel(), q_y.numel()))
     decoder[used] = dec_used
     cond = decoder[used] / p_t[used, None]  # p(y | t) on the used code symbols

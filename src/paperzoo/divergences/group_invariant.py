@@ -48,6 +48,7 @@ import math
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Pair, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_number, check_tensor
 from paperzoo.transport.entropic import pairwise_cost
 
@@ -63,6 +64,23 @@ __all__ = [
 ]
 
 
+# The dtype of a built group: a floating one (an integer dtype would round the matrices). Devices are not declared
+# (no spec for them); torch validates them.
+_DTYPE = Choice(torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_POINTS = Tensor("n", "d", degenerate=("coincident",))
+_GROUP = Tensor("G", "d", "d")
+
+
+def _points_example(ctx, *, group: bool = True) -> dict:
+    out = {"x": torch.randn(ctx.size("n"), 2, generator=ctx.generator, dtype=ctx.dtype),
+           "y": torch.randn(ctx.size("m"), 2, generator=ctx.generator, dtype=ctx.dtype)}
+    if group:
+        out["group"] = rotation_group(3, dtype=ctx.dtype)
+    return out
+
+
+@accepts(k=Int(ge=1), dim=Int(ge=2), plane=Pair(Int(ge=0), meaning="of coordinate indices"), dtype=_DTYPE,
+         example=lambda ctx: {"k": 4, "dtype": ctx.dtype})
 def rotation_group(k: int, *, dim: int = 2, plane: tuple[int, int] = (0, 1), dtype=torch.float64,
                    device=None) -> torch.Tensor:
     """The cyclic group ``C_k`` of rotations by ``2 pi j / k`` in the coordinate ``plane`` of ``R^dim``.
@@ -83,6 +101,7 @@ def rotation_group(k: int, *, dim: int = 2, plane: tuple[int, int] = (0, 1), dty
     return mats.to(dtype=dtype, device=device)
 
 
+@accepts(dim=Int(ge=1), dtype=_DTYPE, example=lambda ctx: {"dim": 3, "dtype": ctx.dtype})
 def sign_flip_group(dim: int, coords=None, *, dtype=torch.float64, device=None) -> torch.Tensor:
     """All sign flips of the coordinates ``coords`` (default: all) of ``R^dim``: ``(2^len(coords), dim, dim)``."""
     dim = check_int("dim", dim, low=1)
@@ -96,6 +115,7 @@ def sign_flip_group(dim: int, coords=None, *, dtype=torch.float64, device=None) 
     return torch.diag_embed(signs).to(dtype=dtype, device=device)
 
 
+@accepts(dim=Int(ge=1, le=8), dtype=_DTYPE, example=lambda ctx: {"dim": 3, "dtype": ctx.dtype})
 def permutation_group(dim: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
     """All ``dim!`` coordinate permutations of ``R^dim`` as a ``(dim!, dim, dim)`` stack (``dim <= 8``)."""
     dim = check_int("dim", dim, low=1, high=8)
@@ -126,6 +146,8 @@ def _check_samples(x, y):
         raise ValueError(f"x and y must share dtype and device, got {x.dtype}/{x.device} and {y.dtype}/{y.device}")
 
 
+@accepts(x=_POINTS, group=_GROUP, example=lambda ctx: {"x": _points_example(ctx)["x"],
+                                                        "group": rotation_group(3, dtype=ctx.dtype)})
 def orbit_augment(x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     """The orbit-augmented sample ``{g x_i}``: ``x`` ``(n, d)``, ``group`` ``(|G|, d, d)`` -> ``(|G| n, d)``.
 
@@ -136,20 +158,22 @@ def orbit_augment(x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     return torch.einsum("gij,nj->gni", group, x).reshape(-1, x.shape[1])
 
 
+@accepts(x=_POINTS, y=Tensor("m", "d"), bandwidth=Real(gt=0), example=lambda ctx: _points_example(ctx, group=False))
 def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, bandwidth: float = 1.0) -> torch.Tensor:
     """``k(x, y) = exp(-|x - y|^2 / (2 bandwidth^2))``: ``x`` ``(n, d)``, ``y`` ``(m, d)`` -> ``(n, m)``."""
     bandwidth = check_number("bandwidth", bandwidth, low=0.0, low_inclusive=False)
     return torch.exp(-pairwise_cost(x, y) / (2.0 * bandwidth ** 2))
 
 
+@accepts(kernel=Function(), group=Tensor("G", "d", "d"), output="any",  # returns a kernel function, not data
+         example=lambda ctx: {"kernel": gaussian_kernel, "group": rotation_group(3, dtype=ctx.dtype)})
 def group_averaged_kernel(kernel, group: torch.Tensor):
     """``k_G(x, y) = 1/|G| sum_g k(g x, y)`` as a callable ``(x (n, d), y (m, d)) -> (n, m)``.
 
     ``kernel`` maps ``(x (n, d), y (m, d))`` to ``(n, m)``; for a ``G``-invariant ``kernel`` the result is
     invariant in each argument separately and symmetric.
     """
-    if not callable(kernel):
-        raise TypeError(f"kernel must be callable, got {type(kernel).__name__}")
+    group = _check_group(group, group)
 
     def k_g(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         gx = orbit_augment(x, group)
@@ -158,6 +182,8 @@ def group_averaged_kernel(kernel, group: torch.Tensor):
     return k_g
 
 
+@accepts(x=_POINTS, y=Tensor("m", "d", degenerate=("coincident",)), group=Tensor("G", "d", "d", optional=True),
+         max_iter=Int(ge=1), example=_points_example)
 def invariant_wasserstein1(x: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None = None, *,
                            max_iter: int = 1_000_000) -> torch.Tensor:
     """``W_1(S_G P_n, S_G Q_m)``: the ``G``-invariant empirical Wasserstein-1 estimator (module docstring).
@@ -191,6 +217,8 @@ def _mean_offdiag(K: torch.Tensor) -> torch.Tensor:
     return (K.sum() - K.diagonal().sum()) / (n * (n - 1))
 
 
+@accepts(x=_POINTS, y=Tensor("m", "d", degenerate=("coincident",)), group=Tensor("G", "d", "d", optional=True),
+         bandwidth=Real(gt=0), kernel=Function(optional=True), unbiased=Flag(), example=_points_example)
 def invariant_mmd2(x: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None = None, *,
                    bandwidth: float = 1.0, kernel=None, unbiased: bool = True) -> torch.Tensor:
     """Squared MMD with the group-averaged kernel ``k_G`` (plain kernel when ``group`` is ``None``).

@@ -62,7 +62,9 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Real, Tensor, accepts
 from paperzoo.core.checks import check_number, check_tensor
+from paperzoo.divergences._specs import AnyBatch, Bandwidths
 
 __all__ = ["kde_log_density", "kde_thresholds", "kde_rate", "kde_regime", "KDERegime"]
 
@@ -98,6 +100,11 @@ def _sq_distances(x: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(0.0)
 
 
+_QUERIES = AnyBatch(..., "m", "d", degenerate=("coincident",))
+_DATA = Tensor("n", "d", degenerate=("coincident",))
+
+
+@accepts(x=_QUERIES, data=_DATA, h=Bandwidths(like="x"))
 def kde_log_density(x: torch.Tensor, data: torch.Tensor, h) -> torch.Tensor:
     """Log of the Gaussian kernel density estimate ``rho_h(x)`` (see the module docstring).
 
@@ -120,14 +127,18 @@ def kde_log_density(x: torch.Tensor, data: torch.Tensor, h) -> torch.Tensor:
     return out[0] if scalar else out
 
 
+@accepts(s=Real(ge=1), m=Real(ge=0))
 def kde_rate(s, m: float = 1.0) -> float:
     """Large-deviation rate ``I(s) = 1/2 [log s - (1 - 1/s) + m (1 - 1/s)^2]`` of the tilted level (``s >= 1``)."""
-    s = check_number("s", s, low=1.0)
-    m = check_number("m", m, low=0.0)
+    return _rate(float(s), float(m))
+
+
+def _rate(s: float, m: float) -> float:
     u = 1.0 - 1.0 / s
     return 0.5 * (math.log(s) - u + m * u * u)
 
 
+@accepts(alpha=Real(gt=0), sigma=Real(gt=0), m=Real(ge=0), tol=Real(gt=0))
 def kde_thresholds(alpha, *, sigma: float = 1.0, m: float = 1.0, tol: float = 1e-12) -> tuple[float, float]:
     """Predicted bandwidths ``(h_CLT(alpha), h_G(alpha))`` for Gaussian data ``N(0, sigma^2 I_d)``.
 
@@ -140,16 +151,18 @@ def kde_thresholds(alpha, *, sigma: float = 1.0, m: float = 1.0, tol: float = 1e
         m: ``|x|^2 / (d sigma^2)`` of the query point (1 for a typical draw from the data law), ``>= 0``.
         tol: relative tolerance of the bisection on ``s``.
     """
-    alpha = check_number("alpha", alpha, low=0.0, low_inclusive=False)
-    sigma = check_number("sigma", sigma, low=0.0, low_inclusive=False)
-    m = check_number("m", m, low=0.0)
-    tol = check_number("tol", tol, low=0.0, low_inclusive=False)
+    alpha, sigma, m, tol = float(alpha), float(sigma), float(m), float(tol)
     lo, hi = 1.0, 2.0
-    while kde_rate(hi, m) < alpha:  # I grows like log(s)/2: doubling brackets the root quickly
+    while _rate(hi, m) < alpha:  # I grows like log(s)/2: doubling brackets the root quickly
         lo, hi = hi, hi * 2.0
+        if math.isinf(hi):
+            raise ValueError(f"alpha must be below {_rate(lo, m)!r} for m = {m!r} (beyond it the level s of the "
+                             f"threshold equation overflows a float), got {alpha!r}")
     while hi - lo > tol * hi:
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if kde_rate(mid, m) < alpha else (lo, mid)
+        if mid in (lo, hi):  # adjacent floats: a tol below the float resolution cannot be met any better
+            break
+        lo, hi = (mid, hi) if _rate(mid, m) < alpha else (lo, mid)
     s = 0.5 * (lo + hi)
     h_g = sigma / math.sqrt(s - 1.0)
     return math.sqrt(2.0) * h_g, h_g
@@ -173,6 +186,7 @@ class KDERegime(NamedTuple):
     h: torch.Tensor
 
 
+@accepts(x=_QUERIES, data=_DATA, h=Bandwidths(like="x"), sigma=Real(gt=0))
 def kde_regime(x: torch.Tensor, data: torch.Tensor, h, *, sigma: float = 1.0) -> KDERegime:
     """Measure which statistical regime the Gaussian KDE is in at each query point and bandwidth.
 

@@ -58,7 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paperzoo.core.accepts import Choice, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_positive, check_probability, check_tensor
+from paperzoo.divergences._specs import AnyBatch, Instance
 
 __all__ = [
     "ESTIMATORS",
@@ -71,6 +73,8 @@ __all__ = [
 ]
 
 ESTIMATORS = ("smile", "infonce", "nwj", "dv", "mine", "js")
+
+_SCORES = AnyBatch(..., "N", "N", degenerate=("constant",))
 
 
 def _check_scores(scores) -> torch.Tensor:
@@ -87,6 +91,7 @@ def _diag_mask(scores: torch.Tensor) -> torch.Tensor:
     return torch.eye(n, dtype=torch.bool, device=scores.device)
 
 
+@accepts(scores=_SCORES)
 def logmeanexp_offdiag(scores: torch.Tensor) -> torch.Tensor:
     """``log( 1/(N(N-1)) sum_{i != j} exp(T_ij) )`` over the last two dims of ``scores (..., N, N)``."""
     scores = _check_scores(scores)
@@ -123,6 +128,7 @@ class MINEMovingAverage:
         momentum: decay in ``[0, 1)``; 0.9 as in the SMILE paper's reference code.
     """
 
+    @accepts(momentum=Real(ge=0, lt=1))
     def __init__(self, momentum: float = 0.9):
         self.momentum = check_probability("momentum", momentum)
         self.value: torch.Tensor | None = None
@@ -136,6 +142,8 @@ class MINEMovingAverage:
         return self.value
 
 
+@accepts(scores=_SCORES, estimator=Choice(*ESTIMATORS), clip=Real(gt=0, optional=True),
+         moving_average=Instance(MINEMovingAverage, what="MINEMovingAverage", optional=True))
 def mi_lower_bound(
     scores: torch.Tensor,
     estimator: str = "smile",
@@ -211,6 +219,8 @@ class SeparableCritic(nn.Module):
     ``(N,)`` matched scores ``T(x_i, y_i)`` (what a gradient penalty differentiates).
     """
 
+    @accepts(x_dim=Int(ge=1), y_dim=Int(ge=1), hidden_dim=Int(ge=1), embed_dim=Int(ge=1), depth=Int(ge=1),
+             example=lambda ctx: {"hidden_dim": 8, "embed_dim": 4})
     def __init__(self, x_dim: int, y_dim: int, hidden_dim: int = 256, embed_dim: int = 32, depth: int = 3):
         super().__init__()
         self.x_dim, self.y_dim = check_int("x_dim", x_dim, low=1), check_int("y_dim", y_dim, low=1)
@@ -235,6 +245,8 @@ class ConcatCritic(nn.Module):
     concatenations; only the layers after it run on all ``N^2`` pairs (same function, same parameters).
     """
 
+    @accepts(x_dim=Int(ge=1), y_dim=Int(ge=1), hidden_dim=Int(ge=1), depth=Int(ge=1),
+             example=lambda ctx: {"hidden_dim": 8})
     def __init__(self, x_dim: int, y_dim: int, hidden_dim: int = 256, depth: int = 3):
         super().__init__()
         self.x_dim, self.y_dim = check_int("x_dim", x_dim, low=1), check_int("y_dim", y_dim, low=1)

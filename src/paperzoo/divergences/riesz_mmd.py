@@ -49,7 +49,9 @@ import math
 
 import torch
 
+from paperzoo.core.accepts import Generator, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_number, check_same_shape, check_tensor
+from paperzoo.divergences._specs import AnyBatch
 
 __all__ = [
     "energy_distance",
@@ -60,6 +62,36 @@ __all__ = [
 ]
 
 
+def _weights_spec(*shape):
+    return (AnyBatch if shape[0] is ... else Tensor)(*shape, positive_mass=True, optional=True, degenerate=("zero_mass",))
+
+
+def _simplex(ctx, *shape):
+    w = torch.rand(*shape, generator=ctx.generator, dtype=ctx.dtype) + 0.1
+    return w / w.sum(-1, keepdim=True)
+
+
+def _example_1d(ctx) -> dict:
+    n, m = ctx.size("N"), ctx.size("M")
+    return {"x": torch.randn(2, n, generator=ctx.generator, dtype=ctx.dtype),
+            "y": torch.randn(2, m, generator=ctx.generator, dtype=ctx.dtype),
+            "x_weights": _simplex(ctx, n), "y_weights": _simplex(ctx, 2, m)}
+
+
+def _example_clouds(ctx) -> dict:
+    n, m = ctx.size("N"), ctx.size("M")
+    return {"x": torch.randn(n, 2, generator=ctx.generator, dtype=ctx.dtype),
+            "y": torch.randn(m, 2, generator=ctx.generator, dtype=ctx.dtype),
+            "x_weights": _simplex(ctx, n), "y_weights": _simplex(ctx, m)}
+
+
+_SPECS_1D = dict(x=AnyBatch(..., "N", degenerate=("constant",)), y=AnyBatch(..., "M", degenerate=("constant",)),
+                 x_weights=_weights_spec(..., "N"), y_weights=_weights_spec(..., "M"))
+_SPECS_CLOUDS = dict(x=Tensor("N", "d", degenerate=("coincident",)), y=Tensor("M", "d", degenerate=("coincident",)),
+                     x_weights=_weights_spec("N"), y_weights=_weights_spec("M"))
+
+
+@accepts(d=Int(ge=1), r=Real(gt=0, lt=2))
 def riesz_slicing_constant(d: int, r: float = 1.0) -> float:
     """The constant ``c_{d,r}`` with ``||x||^r = c_{d,r} E_{xi ~ U(S^{d-1})} |<xi, x>|^r`` (Theorem 2).
 
@@ -128,6 +160,7 @@ def _stack(x, y, x_weights, y_weights):
     return z, w, n
 
 
+@accepts(**_SPECS_1D, example=_example_1d)
 def riesz_mmd_1d(x: torch.Tensor, y: torch.Tensor, *, x_weights: torch.Tensor | None = None,
                  y_weights: torch.Tensor | None = None) -> torch.Tensor:
     """1-D Riesz (``r = 1``) MMD^2 by sorting, ``O((N + M) log(N + M))``; differentiable by autograd.
@@ -149,6 +182,7 @@ def riesz_mmd_1d(x: torch.Tensor, y: torch.Tensor, *, x_weights: torch.Tensor | 
     return -(w * (z - shift) * s).sum(-1)
 
 
+@accepts(**_SPECS_1D, example=_example_1d)
 def riesz_mmd_1d_with_grad(x: torch.Tensor, y: torch.Tensor, *, x_weights: torch.Tensor | None = None,
                            y_weights: torch.Tensor | None = None):
     """The 1-D sorting algorithm returning ``(value, grad_x, grad_y)`` without autograd.
@@ -175,6 +209,7 @@ def _check_clouds(x, y):
         raise ValueError(f"x and y must share dtype and device, got {x.dtype}/{x.device} and {y.dtype}/{y.device}")
 
 
+@accepts(**_SPECS_CLOUDS, example=_example_clouds)
 def energy_distance(x: torch.Tensor, y: torch.Tensor, *, x_weights: torch.Tensor | None = None,
                     y_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Exact Riesz (``r = 1``) MMD^2 from all pairwise distances, ``O(NM + N^2 + M^2)`` time and memory.
@@ -203,6 +238,8 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, x_weights: torch.Tensor
     return a @ dist(x, y) @ b - 0.5 * (a @ dist(x, x) @ a) - 0.5 * (b @ dist(y, y) @ b)
 
 
+@accepts(**_SPECS_CLOUDS, n_projections=Int(ge=1), generator=Generator(),
+         example=lambda ctx: {**_example_clouds(ctx), "n_projections": 16})
 def sliced_riesz_mmd(x: torch.Tensor, y: torch.Tensor, *, n_projections: int = 500,
                      generator: torch.Generator | None = None, x_weights: torch.Tensor | None = None,
                      y_weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -48,14 +48,35 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from paperzoo.core.checks import check_choice, check_nonnegative, check_tensor
-from paperzoo.divergences.mutual_information import _check_scores, mi_lower_bound
+from paperzoo.core.accepts import Choice, Flag, Function, Generator, Real, Tensor, accepts
+from paperzoo.divergences._specs import AnyBatch, Module
+from paperzoo.divergences.mutual_information import SeparableCritic, _check_scores, mi_lower_bound
 
 __all__ = ["wasserstein_dependency", "gradient_penalty", "spectral_normalize", "wpc_loss"]
 
 FORMS = ("dual", "contrastive")
 
 
+def _seeded(module: nn.Module, ctx) -> nn.Module:
+    """``module`` in the example's dtype with parameters drawn from the example's generator."""
+    module = module.to(ctx.dtype)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=ctx.generator, dtype=ctx.dtype))
+    return module
+
+
+def _pairs(ctx) -> dict:
+    n = ctx.size("N")
+    return {"x": torch.randn(n, 2, generator=ctx.generator, dtype=ctx.dtype),
+            "y": torch.randn(n, 3, generator=ctx.generator, dtype=ctx.dtype)}
+
+
+def _smooth_pair_scores(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.sin(x).sum(-1) * torch.cos(y).sum(-1)
+
+
+@accepts(scores=AnyBatch(..., "N", "N", degenerate=("constant",)), form=Choice(*FORMS))
 def wasserstein_dependency(scores: torch.Tensor, form: str = "dual") -> torch.Tensor:
     """Wasserstein-dependency objective from a Lipschitz critic's score matrix.
 
@@ -67,8 +88,11 @@ def wasserstein_dependency(scores: torch.Tensor, form: str = "dual") -> torch.Te
     Returns:
         Shape ``scores.shape[:-2]``, differentiable.
     """
-    scores = _check_scores(scores)
-    check_choice("form", form, FORMS)
+    _check_scores(scores)
+    return _objective(scores, form)
+
+
+def _objective(scores: torch.Tensor, form: str) -> torch.Tensor:
     if form == "contrastive":
         return mi_lower_bound(scores, "infonce")
     n = scores.shape[-1]
@@ -78,6 +102,9 @@ def wasserstein_dependency(scores: torch.Tensor, form: str = "dual") -> torch.Te
     return joint - product
 
 
+@accepts(pair_scores=Function(), x=Tensor("N", "dx", degenerate=("coincident",)),
+         y=Tensor("N", "dy", degenerate=("coincident",)), one_sided=Flag(), generator=Generator(),
+         example=lambda ctx: {"pair_scores": _smooth_pair_scores, **_pairs(ctx)})
 def gradient_penalty(
     pair_scores: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -98,18 +125,20 @@ def gradient_penalty(
         one_sided: penalise ``max(||grad|| - 1, 0)^2`` only.
         generator: draws ``eps`` (on the CPU, moved to ``x``'s device).
     """
-    x = check_tensor("x", x, ndim=2)
-    y = check_tensor("y", y, ndim=2)
-    if y.shape[0] != x.shape[0] or x.shape[0] < 2:
-        raise ValueError(f"y must have shape ({x.shape[0]}, d) with N >= 2 rows like x, got {tuple(y.shape)}")
-    if not callable(pair_scores):
-        raise TypeError(f"pair_scores must be callable, got {type(pair_scores).__name__}")
+    if x.shape[0] < 2:
+        raise ValueError(f"x must have N >= 2 rows (the product pairs shift the batch by one), got shape "
+                         f"{tuple(x.shape)}")
     eps = torch.rand(x.shape[0], 1, generator=generator, dtype=torch.float64).to(y)
     x_hat = x.detach().clone().requires_grad_(True)
     y_hat = (eps * y.detach() + (1 - eps) * torch.roll(y.detach(), -1, dims=0)).requires_grad_(True)
     f = pair_scores(x_hat, y_hat)
-    if f.shape != (x.shape[0],):
-        raise ValueError(f"pair_scores must return shape ({x.shape[0]},), got {tuple(f.shape)}")
+    if not isinstance(f, torch.Tensor) or f.shape != (x.shape[0],):
+        got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+        raise ValueError(f"pair_scores must return shape ({x.shape[0]},), got {got}")
+    if not f.requires_grad:
+        raise ValueError("pair_scores must return scores differentiable in its inputs, got a tensor without grad")
+    if not bool(torch.isfinite(f).all()):
+        raise ValueError("pair_scores must return finite scores, got NaN or inf entries")
     # A critic may ignore one of its inputs; its gradient there is zero rather than an error.
     gx, gy = torch.autograd.grad(f.sum(), (x_hat, y_hat), create_graph=True, allow_unused=True,
                                  materialize_grads=True)
@@ -118,16 +147,28 @@ def gradient_penalty(
     return excess.pow(2).mean()
 
 
+@accepts(module=Module(example=lambda ctx: _seeded(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), ctx)))
 def spectral_normalize(module: nn.Module) -> nn.Module:
-    """Reparametrise every ``nn.Linear`` of ``module`` in place to spectral norm 1 (power iteration) and return it."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    for m in linears:
+    """Reparametrise every ``nn.Linear`` of ``module`` in place to spectral norm 1 (power iteration) and return it.
+
+    ``module`` must have finite parameters and no all-zero ``nn.Linear`` weight (whose normalisation is undefined).
+    """
+    linears = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    for name, m in linears:
+        # W / ||W||_2 is 0 / 0 for an all-zero weight: torch's power iteration would return NaN weights
+        if m.weight.numel() > 0 and not bool(m.weight.detach().any()):
+            raise ValueError(f"module must have nonzero nn.Linear weights to normalise (spectral norm 0), got an "
+                             f"all-zero weight in {name or 'module'}.weight")
+    for _, m in linears:
         nn.utils.parametrizations.spectral_norm(m)
     return module
 
 
+@accepts(critic=Module(bind_dtype=True), x=Tensor("N", "dx", degenerate=("coincident",)),
+         y=Tensor("N", "dy", degenerate=("coincident",)), gp_weight=Real(ge=0), form=Choice(*FORMS), one_sided=Flag(),
+         generator=Generator(),
+         example=lambda ctx: {"critic": _seeded(SeparableCritic(2, 3, hidden_dim=8, embed_dim=4, depth=1), ctx),
+                              **_pairs(ctx)})
 def wpc_loss(
     critic: nn.Module,
     x: torch.Tensor,
@@ -148,9 +189,19 @@ def wpc_loss(
         gp_weight: ``lambda >= 0``.
         form: ``"contrastive"`` (WPC, default) or ``"dual"``.
     """
-    gp_weight = check_nonnegative("gp_weight", gp_weight)
-    check_choice("form", form, FORMS)
-    loss = -wasserstein_dependency(critic(x, y), form)
+    gp_weight = float(gp_weight)
+    if gp_weight > 0 and not callable(getattr(critic, "pair_scores", None)):
+        raise TypeError(f"critic must have a pair_scores(x, y) method when gp_weight > 0, got "
+                        f"{type(critic).__name__}")
+    scores = critic(x, y)
+    n = x.shape[0]
+    if not isinstance(scores, torch.Tensor) or scores.shape != (n, n):
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"critic must return the ({n}, {n}) score matrix, got {got}")
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError("critic must return finite scores, got NaN or inf entries (check its parameters and the "
+                         "learning rate)")
+    loss = -_objective(scores, form)
     if gp_weight > 0:
         loss = loss + gp_weight * gradient_penalty(critic.pair_scores, x, y, one_sided=one_sided,
                                                    generator=generator)

@@ -6,7 +6,7 @@ methods are functions ``solve_<name>(..., *, max_iter, tol)`` returning a NamedT
 """
 
 from paperzoo.core.convergence import ConvergenceWarning
-from paperzoo.optim._common import ElementwiseOptimizer
+from paperzoo.optim._common import CheckedOptimizer, ElementwiseOptimizer, NonFiniteGradientError
 from paperzoo.optim.clipping import clip_by_norm, clip_coordinatewise, global_norm
 from paperzoo.optim.gradient_filters import ema_update, window_average, window_update
 from paperzoo.optim.wrappers import ClosureWrapper
@@ -61,7 +61,7 @@ from paperzoo.optim.sketched_eal import sketch_solve_kkt, SketchedEALResult, sol
 __all__ = [
     "AdaGradNorm", "AdamWSN", "ADoG", "ADOPT", "adopt_clip", "adopt_update", "AMP", "AMSGrad", "amsgrad_update",
     "beta_normalized_step", "BetaNormalizedGD", "BoundCheck", "check_bound", "class_mean_losses", "clip_by_norm",
-    "clip_coordinatewise", "ClipAdamD", "clipped_fixed_point", "clipping_bias_bounds", "ClipRAdaGradD",
+    "clip_coordinatewise", "ClipAdamD", "clipped_fixed_point", "clipping_bias_bounds", "ClipRAdaGradD", "CheckedOptimizer",
     "ClosureWrapper", "ConvergenceWarning", "cvar_spectrum", "CyclicBCDResult", "DiffGrad", "diffgrad_update",
     "Discover", "ElementwiseOptimizer", "ema_update", "empirical_fisher", "esrm_spectrum", "extremile_spectrum",
     "FiniteDifferenceGR", "fit_inverse_hessian", "fit_linear_rate", "fit_loglog_slope", "gauss_newton_hessian",
@@ -69,7 +69,7 @@ __all__ = [
     "GRAD_K", "gradfilter_ema", "gradfilter_ma", "GradRegNewtonResult", "Grokfast", "gsnr", "gsnr_scale",
     "HessianFitResult", "InfShape", "infshape", "lasso_objective", "LassoResult", "LieGroupHessianFitter", "Lion",
     "lion_k_update", "LionK", "logistic_loss_oracle", "MARS", "mars_update", "mcp_penalty", "median_tracking_update",
-    "MedianTrackingSGD", "min_norm_in_hull", "MovingWindow", "mup_init_", "mup_param_groups", "MuReadout",
+    "MedianTrackingSGD", "min_norm_in_hull", "MovingWindow", "NonFiniteGradientError", "mup_init_", "mup_param_groups", "MuReadout",
     "ncvx_objective", "nm_mask", "NonconvexAGResult", "NormalizedSPIDER", "O2NC", "OptimisticOMD",
     "optimizer_state_bytes", "PCNGD", "per_class_normalized_grad", "prospect_objective", "ProspectResult",
     "prox_gradient_mapping_norm", "prox_mcp", "prox_scad", "PSGD", "run_gradient_method", "sa_srrw",

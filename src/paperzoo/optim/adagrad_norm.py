@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Real, accepts
 from paperzoo.core.checks import check_nonnegative, check_positive
-from paperzoo.optim._common import check_flag, check_optional_flag
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
 
 __all__ = ["AdaGradNorm"]
 
 
-class AdaGradNorm(torch.optim.Optimizer):
+class AdaGradNorm(CheckedOptimizer):
     r"""AdaGrad-Norm: SGD whose single stepsize shrinks with the accumulated squared gradient norm.
 
     References: SGD with AdaGrad Stepsizes: Full Adaptivity with High Probability to Unknown Parameters,
@@ -42,7 +43,9 @@ class AdaGradNorm(torch.optim.Optimizer):
 
     The accumulated :math:`b_t^2 - b_0^2` is per group state and is kept, as a Python float (double precision), in
     the group dict under ``"sum_sq_grad_norm"``, so it travels with ``state_dict``. Computing it costs one host
-    synchronisation per step on an accelerator. Parameters without a gradient are left out of the norm.
+    synchronisation per step on an accelerator. Parameters without a gradient are left out of the norm. An
+    accumulated norm that is not finite (an overflow, or a NaN or inf gradient under ``nonfinite="ignore"``)
+    raises ``FloatingPointError`` before the group is changed: it would make every later step NaN.
 
     Args:
         params: parameters or parameter-group dicts.
@@ -51,6 +54,8 @@ class AdaGradNorm(torch.optim.Optimizer):
         weight_decay: :math:`\lambda \ge 0` (L2).
         foreach: multi-tensor update; ``None`` picks it when every parameter is on CUDA.
         maximize: ascend the objective instead.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step`` (a CPU scalar tensor), kept so that ``opt.state`` lists the parameters trained.
 
@@ -67,6 +72,7 @@ class AdaGradNorm(torch.optim.Optimizer):
         True
     """
 
+    @accepts(**COMMON_HYPERPARAMETERS, b0=Real(gt=0))
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -76,18 +82,16 @@ class AdaGradNorm(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
-        defaults = dict(lr=lr, b0=b0, weight_decay=weight_decay, foreach=foreach, maximize=maximize)
+        defaults = dict(lr=lr, b0=b0, weight_decay=weight_decay, foreach=foreach, maximize=maximize,
+                        nonfinite=nonfinite)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["b0"] = check_positive("b0", group["b0"])
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("maximize", group["maximize"])
-        check_optional_flag("foreach", group["foreach"])
         group["sum_sq_grad_norm"] = check_nonnegative("sum_sq_grad_norm", group.get("sum_sq_grad_norm", 0.0))
 
     @torch.no_grad()
@@ -97,17 +101,15 @@ class AdaGradNorm(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         for group in self.param_groups:
-            params, grads = [], []
+            params, grads, trained = [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdaGradNorm does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["step"] += 1
+                check_dense_grad("AdaGradNorm", p.grad)
+                trained.append(p)
                 param, grad = p, p.grad
                 if torch.is_complex(p):
                     param, grad = torch.view_as_real(p), torch.view_as_real(grad)
@@ -126,6 +128,11 @@ class AdaGradNorm(torch.optim.Optimizer):
             if not math.isfinite(total):
                 raise FloatingPointError(f"AdaGradNorm: the accumulated squared gradient norm is {total}; "
                                          "a gradient contains NaN or inf")
+            for p in trained:
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["step"] += 1
             group["sum_sq_grad_norm"] = total
             step_size = group["lr"] / math.sqrt(group["b0"] ** 2 + total)
             foreach = group["foreach"]

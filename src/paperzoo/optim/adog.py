@@ -14,15 +14,16 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Real, accepts
 from paperzoo.core.checks import check_nonnegative, check_number, check_positive
-from paperzoo.optim._common import check_flag, check_optional_flag
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
 
 __all__ = ["ADoG"]
 
 _GROUP_STATE = ("rbar", "rbar_sum", "alpha", "sum_sq")
 
 
-class ADoG(torch.optim.Optimizer):
+class ADoG(CheckedOptimizer):
     r"""A-DoG: DoG's distance-over-gradients step size inside a linearly coupled (accelerated) two-sequence scheme.
 
     References: Accelerated Parameter-Free Stochastic Optimization (Kreisler, Ivgi, Hinder, Carmon), 2024; the
@@ -77,6 +78,10 @@ class ADoG(torch.optim.Optimizer):
         weight_decay: :math:`\lambda \ge 0` (L2, added to the gradient).
         foreach: accepted, no effect.
         maximize: ascend the objective instead.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`). An accumulated :math:`G_t` that is not finite (an
+            overflow, or a NaN or inf gradient under ``"ignore"``) raises ``FloatingPointError`` before the group
+            is changed: it would make every later step NaN.
 
     State: per parameter ``step`` (CPU scalar tensor), ``x0`` and ``w`` (parameter's shape and dtype); per group,
     in the group dict (so they travel with ``state_dict``), the Python floats ``rbar`` (:math:`\bar r_t`),
@@ -98,6 +103,7 @@ class ADoG(torch.optim.Optimizer):
         True
     """
 
+    @accepts(**COMMON_HYPERPARAMETERS, reps_rel=Real(gt=0), alpha_const=Real(ge=0), eps=Real(gt=0))
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -109,21 +115,18 @@ class ADoG(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, reps_rel=reps_rel, alpha_const=alpha_const, eps=eps, weight_decay=weight_decay,
-                        foreach=foreach, maximize=maximize)
+                        foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["reps_rel"] = check_positive("reps_rel", group["reps_rel"])
         group["alpha_const"] = check_nonnegative("alpha_const", group["alpha_const"])
         group["eps"] = check_positive("eps", group["eps"])
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("maximize", group["maximize"])
-        check_optional_flag("foreach", group["foreach"])
         for key in _GROUP_STATE:
             value = group.setdefault(key, None)
             if value is not None:
@@ -144,21 +147,16 @@ class ADoG(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         for group in self.param_groups:
             params, grads = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("ADoG does not support sparse gradients")
+                check_dense_grad("ADoG", p.grad)
                 if torch.is_complex(p):
                     raise RuntimeError("ADoG does not support complex parameters")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["x0"] = p.detach().clone(memory_format=torch.preserve_format)
-                    state["w"] = p.detach().clone(memory_format=torch.preserve_format)
-                state["step"] += 1
                 g = -p.grad if group["maximize"] else p.grad
                 if group["weight_decay"] != 0:
                     g = g.add(p, alpha=group["weight_decay"])
@@ -166,21 +164,34 @@ class ADoG(torch.optim.Optimizer):
                 grads.append(g)
             if not params:
                 continue
-            tracked = [p for p in group["params"] if p in self.state and len(self.state[p]) > 0]
-            origins = [self.state[p]["x0"] for p in tracked]
+            # Everything up to the finiteness check of G_t is computed without touching the state, so that a
+            # refused step leaves the group as it was. A tensor without state starts at x0 = w = its value now.
+            fresh = {p for p in params if not self.state.get(p)}
+            tracked = [p for p in group["params"] if self.state.get(p) or p in fresh]
+            origins = [p.detach() if p in fresh else self.state[p]["x0"] for p in tracked]
             c_alpha = group["alpha_const"]
-            if group["rbar"] is None:
+            scalars = {key: group[key] for key in _GROUP_STATE}
+            if scalars["rbar"] is None:
                 x0_norm = float(torch.stack([x0.norm() for x0 in origins]).norm())
-                group["rbar"] = group["reps_rel"] * (1 + x0_norm)
-                group["rbar_sum"] = group["rbar"]
-                group["alpha"] = max(1.0, c_alpha * group["rbar_sum"] / group["rbar"])
-                group["sum_sq"] = group["eps"]
-            alpha = group["alpha"]
+                scalars["rbar"] = group["reps_rel"] * (1 + x0_norm)
+                scalars["rbar_sum"] = scalars["rbar"]
+                scalars["alpha"] = max(1.0, c_alpha * scalars["rbar_sum"] / scalars["rbar"])
+                scalars["sum_sq"] = group["eps"]
+            alpha = scalars["alpha"]
             sq = float(torch.stack([((alpha * g) ** 2).sum() for g in grads]).sum())
-            group["sum_sq"] = group["sum_sq"] + sq
-            if not math.isfinite(group["sum_sq"]):
-                raise FloatingPointError(f"ADoG: the accumulated squared gradient norm is {group['sum_sq']}; a "
+            scalars["sum_sq"] = scalars["sum_sq"] + sq
+            if not math.isfinite(scalars["sum_sq"]):
+                raise FloatingPointError(f"ADoG: the accumulated squared gradient norm is {scalars['sum_sq']}; a "
                                          "gradient contains NaN or inf")
+            for p in params:
+                state = self.state[p]
+                if p in fresh:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["x0"] = p.detach().clone(memory_format=torch.preserve_format)
+                    state["w"] = p.detach().clone(memory_format=torch.preserve_format)
+                state["step"] += 1
+            origins = [self.state[p]["x0"] for p in tracked]
+            group.update(scalars)
             eta = group["lr"] * group["rbar"] / math.sqrt(group["sum_sq"])
             for p, g in zip(params, grads):
                 step = g * eta

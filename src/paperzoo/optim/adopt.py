@@ -10,12 +10,14 @@ from typing import Any
 
 import torch
 
-from paperzoo.core.checks import check_number
-from paperzoo.optim._common import ElementwiseOptimizer, check_adam_group, check_flag
+from paperzoo.core.checks import check_number, check_tensor
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, Tensors, accepts
+from paperzoo.optim._common import ADAM_HYPERPARAMETERS, ElementwiseOptimizer, check_adam_group, check_flag
 
 __all__ = ["ADOPT", "adopt_clip", "adopt_update"]
 
 
+@accepts(step=Int(ge=1))
 def adopt_clip(step: int) -> float:
     """ADOPT's default clipping bound :math:`c_t = t^{1/4}` (Algorithm 2 of the paper).
 
@@ -24,6 +26,48 @@ def adopt_clip(step: int) -> float:
     return step**0.25
 
 
+def _example_update(ctx):
+    def lists(draw):
+        return [draw(shape, generator=ctx.generator, dtype=ctx.dtype) for shape in ((3, 2), (4,))]
+    return dict(params=lists(torch.randn), grads=lists(torch.randn), exp_avgs=lists(torch.randn),
+                exp_avg_sqs=lists(torch.rand), step=3, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.1,
+                decouple=False, clip_lambda=adopt_clip, maximize=False, foreach=False)
+
+
+def _adopt_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decouple: bool,
+    clip_lambda: Callable[[int], float] | None,
+    maximize: bool,
+    foreach: bool,
+) -> None:
+    # The unvalidated kernel of adopt_update, for the optimizer's per-step loop.
+    clip = None
+    if step > 0 and clip_lambda is not None:
+        clip = check_number(f"clip_lambda({step})", clip_lambda(step), low=0.0)
+    kwargs = dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                  decouple=decouple, clip=clip, maximize=maximize)
+    if foreach:
+        _adopt_foreach(params, grads, exp_avgs, exp_avg_sqs, **kwargs)
+    else:
+        _adopt_single(params, grads, exp_avgs, exp_avg_sqs, **kwargs)
+
+
+@accepts(params=Tensors(), grads=Tensors(like="params"), exp_avgs=Tensors(like="params"),
+         exp_avg_sqs=Tensors(like="params"), step=Int(ge=0), lr=Real(ge=0), beta1=Real(ge=0, lt=1),
+         beta2=Real(ge=0, lt=1), eps=Real(gt=0), weight_decay=Real(ge=0), decouple=Flag(),
+         clip_lambda=Function(optional=True), maximize=Flag(), foreach=Flag(), example=_example_update,
+         mutates=("params", "exp_avgs", "exp_avg_sqs"))
 def adopt_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -47,15 +91,10 @@ def adopt_update(
     :class:`ADOPT`. All lists have equal length and their tensors matching shapes; ``foreach`` selects the
     multi-tensor (``torch._foreach_*``) implementation, which computes the same numbers.
     """
-    clip = None
-    if step > 0 and clip_lambda is not None:
-        clip = check_number(f"clip_lambda({step})", clip_lambda(step), low=0.0)
-    kwargs = dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                  decouple=decouple, clip=clip, maximize=maximize)
-    if foreach:
-        _adopt_foreach(params, grads, exp_avgs, exp_avg_sqs, **kwargs)
-    else:
-        _adopt_single(params, grads, exp_avgs, exp_avg_sqs, **kwargs)
+    for i, v in enumerate(exp_avg_sqs):
+        check_tensor(f"exp_avg_sqs[{i}]", v, nonnegative=True)
+    _adopt_update(params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, decouple=decouple, clip_lambda=clip_lambda, maximize=maximize, foreach=foreach)
 
 
 def _adopt_single(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, beta1, beta2, eps, weight_decay, decouple,
@@ -136,13 +175,16 @@ class ADOPT(ElementwiseOptimizer):
         lr: learning rate :math:`\alpha_t`, ``>= 0``.
         betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)``.
         eps: floor on :math:`\sqrt{v_{t-1}}`, ``> 0``.
-        clip_lambda: ``t -> c_t`` with ``t >= 1`` the step index, or ``None`` for no clipping. Stored in the
-            param group; use a module-level function (such as :func:`adopt_clip`) if the ``state_dict`` is to be
-            pickled.
+        clip_lambda: ``t -> c_t`` with ``t >= 1`` the step index, ``"adopt"`` (default) for the paper's
+            :math:`c_t = t^{1/4}` (:func:`adopt_clip`), or ``None`` for no clipping. Stored in the param group:
+            the default keeps the ``state_dict`` loadable with ``torch.load(weights_only=True)``; a callable there
+            needs ``weights_only=False``.
         weight_decay: :math:`\lambda`, ``>= 0``.
         decouple: decoupled (AdamW-style) weight decay instead of an L2 term in the gradient.
         foreach: use the multi-tensor implementation; ``None`` picks it when every parameter is on CUDA.
         maximize: ascend the objective instead of descending it.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step`` (CPU scalar tensor, steps taken including the initialising one),
     ``exp_avg`` (:math:`m`, shape of the parameter) and ``exp_avg_sq`` (:math:`v`, shape of the parameter).
@@ -165,32 +207,34 @@ class ADOPT(ElementwiseOptimizer):
 
     state_names = ("exp_avg", "exp_avg_sq")
 
+    @accepts(**ADAM_HYPERPARAMETERS, decouple=Flag())
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.9999),
         eps: float = 1e-6,
-        clip_lambda: Callable[[int], float] | None = adopt_clip,
+        clip_lambda: Callable[[int], float] | str | None = "adopt",
         weight_decay: float = 0.0,
         decouple: bool = False,
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, betas=betas, eps=eps, clip_lambda=clip_lambda, weight_decay=weight_decay,
-                        decouple=decouple, foreach=foreach, maximize=maximize)
+                        decouple=decouple, foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_adam_group(group)
         check_flag("decouple", group["decouple"])
         clip_lambda = group["clip_lambda"]
-        if clip_lambda is not None and not callable(clip_lambda):
-            raise TypeError(f"clip_lambda must be callable or None, got {type(clip_lambda).__name__}")
+        if clip_lambda is not None and clip_lambda != "adopt" and not callable(clip_lambda):
+            raise TypeError(f"clip_lambda must be callable, 'adopt' or None, got {clip_lambda!r}")
 
     def _update(self, group, step, params, grads, states, foreach):
         beta1, beta2 = group["betas"]
-        adopt_update(params, grads, states[0], states[1], step=step, lr=group["lr"], beta1=beta1, beta2=beta2,
+        _adopt_update(params, grads, states[0], states[1], step=step, lr=group["lr"], beta1=beta1, beta2=beta2,
                      eps=group["eps"], weight_decay=group["weight_decay"], decouple=group["decouple"],
-                     clip_lambda=group["clip_lambda"], maximize=group["maximize"], foreach=foreach)
+                     clip_lambda=adopt_clip if group["clip_lambda"] == "adopt" else group["clip_lambda"], maximize=group["maximize"], foreach=foreach)

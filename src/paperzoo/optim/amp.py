@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, accepts
 from paperzoo.core.checks import check_int, check_nonnegative
 from paperzoo.optim._common import check_flag
+from paperzoo.optim._common import NONFINITE
 from paperzoo.optim.wrappers import ClosureWrapper
 
 __all__ = ["AMP"]
@@ -48,7 +50,10 @@ class AMP(ClosureWrapper):
         inner_lr: ascent step :math:`\zeta \ge 0`.
         inner_iters: ascent steps :math:`K \ge 0`.
         per_tensor: one ball per parameter tensor (authors' code) instead of one per group (paper's equation).
-        **base_kwargs: the base optimizer's arguments (``lr``, ``momentum``, ``weight_decay`` ...), checked by it.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
+        **base_kwargs: the base optimizer's arguments (``lr``, ``momentum``, ``weight_decay`` ...); torch.optim's own names are
+            checked with paperzoo's messages, unknown ones by the base optimizer.
 
     Example:
         >>> import torch
@@ -66,12 +71,14 @@ class AMP(ClosureWrapper):
         True
     """
 
+    @accepts(base_optimizer=Function(), epsilon=Real(ge=0), inner_lr=Real(ge=0), inner_iters=Int(ge=0), per_tensor=Flag(), nonfinite=NONFINITE)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
                  base_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD, epsilon: float = 0.5,
-                 inner_lr: float = 1.0, inner_iters: int = 1, per_tensor: bool = False, **base_kwargs):
+                 inner_lr: float = 1.0, inner_iters: int = 1, per_tensor: bool = False, nonfinite: str = "raise",
+                 **base_kwargs):
         super().__init__(params, base_optimizer,
-                         dict(epsilon=epsilon, inner_lr=inner_lr, inner_iters=inner_iters, per_tensor=per_tensor),
-                         base_kwargs)
+                         dict(epsilon=epsilon, inner_lr=inner_lr, inner_iters=inner_iters, per_tensor=per_tensor,
+                              nonfinite=nonfinite), base_kwargs)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         group["epsilon"] = check_nonnegative("epsilon", group["epsilon"])

@@ -10,11 +10,61 @@ from typing import Any
 
 import torch
 
-from paperzoo.optim._common import ElementwiseOptimizer, check_adam_group, check_flag
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, Tensors, accepts
+from paperzoo.core.checks import check_tensor
+from paperzoo.optim._common import ADAM_HYPERPARAMETERS, ElementwiseOptimizer, check_adam_group, check_flag
 
 __all__ = ["AMSGrad", "amsgrad_update"]
 
 
+def _example_update(ctx):
+    def lists(draw):
+        return [draw(shape, generator=ctx.generator, dtype=ctx.dtype) for shape in ((3, 2), (4,))]
+    v = lists(torch.rand)
+    return dict(params=lists(torch.randn), grads=lists(torch.randn), exp_avgs=lists(torch.randn), exp_avg_sqs=v,
+                max_exp_avg_sqs=[t + 0.1 for t in v], step=3, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.1, decoupled_weight_decay=False, bias_correction=True, maximize=False, foreach=False)
+
+
+def _amsgrad_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor],
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    bias_correction: bool,
+    maximize: bool,
+    foreach: bool,
+) -> None:
+    # The unvalidated kernel of amsgrad_update, for the optimizer's per-step loop.
+    t = step + 1
+    if bias_correction:
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+    else:
+        bias_correction1 = bias_correction2_sqrt = 1.0
+    kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                  decoupled_weight_decay=decoupled_weight_decay, step_size=lr / bias_correction1,
+                  bias_correction2_sqrt=bias_correction2_sqrt, maximize=maximize)
+    if foreach:
+        _amsgrad_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, **kwargs)
+    else:
+        _amsgrad_single(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, **kwargs)
+
+
+@accepts(params=Tensors(), grads=Tensors(like="params"), exp_avgs=Tensors(like="params"),
+         exp_avg_sqs=Tensors(like="params"), max_exp_avg_sqs=Tensors(like="params"), step=Int(ge=0), lr=Real(ge=0),
+         beta1=Real(ge=0, lt=1), beta2=Real(ge=0, lt=1), eps=Real(gt=0), weight_decay=Real(ge=0),
+         decoupled_weight_decay=Flag(), bias_correction=Flag(), maximize=Flag(), foreach=Flag(),
+         example=_example_update, mutates=("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"))
 def amsgrad_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -39,19 +89,13 @@ def amsgrad_update(
     in the same order, so the default (``bias_correction=True``) reproduces its trajectories bit for bit.
     ``foreach`` selects the multi-tensor (``torch._foreach_*``) implementation, which computes the same numbers.
     """
-    t = step + 1
-    if bias_correction:
-        bias_correction1 = 1 - beta1**t
-        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-    else:
-        bias_correction1 = bias_correction2_sqrt = 1.0
-    kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                  decoupled_weight_decay=decoupled_weight_decay, step_size=lr / bias_correction1,
-                  bias_correction2_sqrt=bias_correction2_sqrt, maximize=maximize)
-    if foreach:
-        _amsgrad_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, **kwargs)
-    else:
-        _amsgrad_single(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, **kwargs)
+    for i, v in enumerate(exp_avg_sqs):
+        check_tensor(f"exp_avg_sqs[{i}]", v, nonnegative=True)
+    for i, v in enumerate(max_exp_avg_sqs):
+        check_tensor(f"max_exp_avg_sqs[{i}]", v, nonnegative=True)
+    _amsgrad_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, beta1=beta1, beta2=beta2,
+            eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+            bias_correction=bias_correction, maximize=maximize, foreach=foreach)
 
 
 def _amsgrad_single(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
@@ -128,6 +172,8 @@ class AMSGrad(ElementwiseOptimizer):
         bias_correction: Adam's bias corrections (``torch.optim`` convention); ``False`` for the paper's form.
         foreach: use the multi-tensor implementation; ``None`` picks it when every parameter is on CUDA.
         maximize: ascend the objective instead of descending it.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step`` (CPU scalar tensor), ``exp_avg`` (:math:`m`), ``exp_avg_sq`` (:math:`v`) and
     ``max_exp_avg_sq`` (:math:`\hat v`), each of the parameter's shape: the names ``torch.optim.Adam`` uses.
@@ -148,6 +194,7 @@ class AMSGrad(ElementwiseOptimizer):
 
     state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
+    @accepts(**ADAM_HYPERPARAMETERS, decoupled_weight_decay=Flag(), bias_correction=Flag())
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -160,10 +207,11 @@ class AMSGrad(ElementwiseOptimizer):
         bias_correction: bool = True,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, bias_correction=bias_correction,
-                        foreach=foreach, maximize=maximize)
+                        foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -173,7 +221,7 @@ class AMSGrad(ElementwiseOptimizer):
 
     def _update(self, group, step, params, grads, states, foreach):
         beta1, beta2 = group["betas"]
-        amsgrad_update(params, grads, *states, step=step, lr=group["lr"], beta1=beta1, beta2=beta2,
+        _amsgrad_update(params, grads, *states, step=step, lr=group["lr"], beta1=beta1, beta2=beta2,
                        eps=group["eps"], weight_decay=group["weight_decay"],
                        decoupled_weight_decay=group["decoupled_weight_decay"],
                        bias_correction=group["bias_correction"], maximize=group["maximize"], foreach=foreach)

@@ -15,16 +15,20 @@ from typing import Any
 
 import torch
 
-from paperzoo.core.checks import check_choice, check_nonnegative, check_positive
-from paperzoo.optim._common import check_betas, check_flag, check_optional_flag
+from paperzoo.core.accepts import Choice, Flag, Real, accepts
+from paperzoo.core.checks import check_nonnegative, check_positive
+from paperzoo.optim._common import (ADAM_HYPERPARAMETERS, COMMON_HYPERPARAMETERS, CheckedOptimizer, check_betas,
+                                     check_dense_grad)
 from paperzoo.optim.clipping import clip_by_norm, clip_coordinatewise
 
 __all__ = ["ClipRAdaGradD", "ClipAdamD"]
 
 _VERSIONS = ("norm", "coordinate")
+_CLIP_HYPERPARAMETERS = dict(COMMON_HYPERPARAMETERS, clip_level=Real(gt=0, optional=True), b0=Real(gt=0),
+                             version=Choice(*_VERSIONS), delay=Flag())
 
 
-class _ClippedAdaptive(torch.optim.Optimizer):
+class _ClippedAdaptive(CheckedOptimizer):
     r"""Step driver shared by :class:`ClipRAdaGradD` and :class:`ClipAdamD`.
 
     Per step and group: form :math:`g_t` (maximize, L2 decay), clip it, and move by
@@ -35,20 +39,12 @@ class _ClippedAdaptive(torch.optim.Optimizer):
 
     momentum = False
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self._check_group(self.param_groups[-1])
-
     def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         if group["clip_level"] is not None:
             group["clip_level"] = check_positive("clip_level", group["clip_level"])
         group["b0"] = check_positive("b0", group["b0"])
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
-        check_choice("version", group["version"], _VERSIONS)
-        check_flag("delay", group["delay"])
-        check_flag("maximize", group["maximize"])
-        check_optional_flag("foreach", group["foreach"])
 
     def _accumulate(self, group: dict[str, Any], sums: list[torch.Tensor], increments: list[torch.Tensor],
                     foreach: bool) -> None:
@@ -73,14 +69,15 @@ class _ClippedAdaptive(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         name = type(self).__name__
         for group in self.param_groups:
             params, grads, sums, avgs, steps = [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{name} does not support sparse gradients")
+                check_dense_grad(name, p.grad)
                 if torch.is_complex(p):
                     raise RuntimeError(f"{name} does not support complex parameters")
                 state = self.state[p]
@@ -191,6 +188,8 @@ class ClipRAdaGradD(_ClippedAdaptive):
         weight_decay: L2 coefficient ``>= 0``.
         foreach: multi-tensor implementation (same numbers); ``None`` picks it on CUDA.
         maximize: ascend instead of descend.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step``; ``sum_sq`` (:math:`b_t^2`; a 0-dim tensor in the norm version, else the
     parameter's shape).
@@ -207,6 +206,7 @@ class ClipRAdaGradD(_ClippedAdaptive):
         True
     """
 
+    @accepts(**_CLIP_HYPERPARAMETERS, eta=Real(gt=0))
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -220,9 +220,10 @@ class ClipRAdaGradD(_ClippedAdaptive):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, clip_level=clip_level, eta=eta, b0=b0, version=version, delay=delay,
-                        weight_decay=weight_decay, foreach=foreach, maximize=maximize)
+                        weight_decay=weight_decay, foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_group(self, group):
@@ -277,6 +278,7 @@ class ClipAdamD(_ClippedAdaptive):
 
     momentum = True
 
+    @accepts(**_CLIP_HYPERPARAMETERS, betas=ADAM_HYPERPARAMETERS["betas"])
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -290,9 +292,10 @@ class ClipAdamD(_ClippedAdaptive):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, betas=betas, clip_level=clip_level, b0=b0, version=version, delay=delay,
-                        weight_decay=weight_decay, foreach=foreach, maximize=maximize)
+                        weight_decay=weight_decay, foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_group(self, group):

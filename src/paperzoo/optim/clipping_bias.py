@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Choice, Function, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_tensor
 
 __all__ = ["FixedPointResult", "ClippedSGDResult", "clipped_fixed_point", "worst_case_two_point_noise",
@@ -85,6 +86,8 @@ def _check_law(values: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor,
     return values.double(), probs.double()
 
 
+@accepts(values=Tensor("k", degenerate=("zeros",)), probs=Tensor("k", positive_mass=True, degenerate=("zero_mass",)),
+         c=Real(gt=0), curvature=Real(gt=0), tol=Real(gt=0), max_iter=Int(ge=1))
 def clipped_fixed_point(values: torch.Tensor, probs: torch.Tensor, c: float, *, curvature: float = 1.0,
                         tol: float = 1e-12, max_iter: int = 200) -> FixedPointResult:
     """Fixed point of clipped SGD on :math:`f(x) = \\frac{L}{2}x^2` with discrete noise, in the small-step limit.
@@ -136,6 +139,8 @@ def clipped_fixed_point(values: torch.Tensor, probs: torch.Tensor, c: float, *, 
     return FixedPointResult(x, abs(L * x), it, converged)
 
 
+@accepts(sigma=Real(gt=0), c=Real(gt=0), dtype=Choice(torch.float64, torch.float32),
+         example=lambda ctx: {"sigma": 1.0, "c": 2.0})
 def worst_case_two_point_noise(sigma: float, c: float, *, dtype: torch.dtype = torch.float64
                                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The zero-mean two-point noise of variance :math:`\\sigma^2` with the largest clipping bias at level ``c``.
@@ -157,6 +162,7 @@ def worst_case_two_point_noise(sigma: float, c: float, *, dtype: torch.dtype = t
     return torch.tensor([-a, a / q], dtype=dtype), torch.tensor([1 - p, p], dtype=dtype)
 
 
+@accepts(sigma=Real(gt=0), c=Real(gt=0), example=lambda ctx: {"sigma": 1.0, "c": 2.0})
 def clipping_bias_bounds(sigma: float, c: float) -> tuple[float, float]:
     """``(worst_case, upper)``: the largest stationary bias any law attains, and the bound every law obeys.
 
@@ -173,6 +179,14 @@ def clipping_bias_bounds(sigma: float, c: float) -> tuple[float, float]:
     return sigma**2 / (4 * c), 2 * c - math.sqrt(4 * c**2 - sigma**2)
 
 
+def _example_simulation(ctx):
+    runs = ctx.size("runs")
+    return {"lr": 0.1, "clip": 1.0, "num_steps": 20,
+            "noise": lambda n: torch.randn(n, runs, generator=ctx.generator, dtype=ctx.dtype)}
+
+
+@accepts(x0=Tensor("runs"), lr=Real(gt=0), num_steps=Int(ge=2), noise=Function(), curvature=Real(gt=0),
+         record_every=Int(ge=1), chunk=Int(ge=1), example=_example_simulation)
 def simulate_clipped_sgd(x0: torch.Tensor, *, lr: float, clip: float | torch.Tensor | None, num_steps: int,
                          noise: Callable[[int], torch.Tensor], curvature: float = 1.0,
                          record_every: int = 100, chunk: int = 10_000) -> ClippedSGDResult:

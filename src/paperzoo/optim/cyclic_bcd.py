@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Choice, Function, Generator, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_positive, check_tensor
 from paperzoo.core.convergence import check_finite_iterate, warn_not_converged
 
@@ -81,6 +82,14 @@ def _block_slices(blocks, d):
     return [slice(edges[j], edges[j + 1]) for j in range(len(edges) - 1)]
 
 
+def _example_problem(ctx) -> dict:
+    # F(x) = 1/2 ||x - 1||^2 + 0.1 ||x||_1 with a soft-thresholding prox
+    return {"grad_fn": lambda x, idx, block: (x - 1.0)[block],
+            "prox_fn": lambda v, step: torch.sign(v) * (v.abs() - 0.1 * step).clamp_min(0)}
+
+
+@accepts(grad_fn=Function(), prox_fn=Function(), x=Tensor("d"), lr=Real(gt=0),
+         example=lambda ctx: {**_example_problem(ctx), "lr": 0.5})
 def prox_gradient_mapping_norm(grad_fn: GradFn, prox_fn: ProxFn, x: torch.Tensor, lr: float) -> float:
     """:math:`\\|x - \\operatorname{prox}_{\\eta r}(x - \\eta\\nabla f(x))\\| / \\eta` with the full gradient."""
     full = slice(0, x.shape[0])
@@ -88,6 +97,10 @@ def prox_gradient_mapping_norm(grad_fn: GradFn, prox_fn: ProxFn, x: torch.Tensor
     return float((x - prox_fn(x - lr * g, lr)).norm() / lr)
 
 
+@accepts(grad_fn=Function(), prox_fn=Function(), x0=Tensor("d"), n=Int(ge=1), lr=Real(gt=0), method=Choice(*METHODS),
+         batch_size=Int(ge=1, optional=True), refresh_period=Int(ge=1, optional=True),
+         objective_fn=Function(optional=True), generator=Generator(), max_iter=Int(ge=1), tol=Real(ge=0),
+         example=lambda ctx: {**_example_problem(ctx), "blocks": 2, "n": 4, "lr": 0.5, "max_iter": 5})
 def solve_cyclic_bcd(
     grad_fn: GradFn,
     prox_fn: ProxFn,
@@ -177,7 +190,10 @@ def solve_cyclic_bcd(
             if method == "vr_cyclic":
                 v[j] = vj
                 new_points[j] = x.clone()
-            x[sl] = prox_fn(x[sl] - lr * vj, lr)
+            step = x[sl] - lr * vj
+            # Diverged iterates are reported here, with the knob to turn, before the user's prox sees them.
+            check_finite_iterate("solve_cyclic_bcd", step, k + 1, "decrease lr")
+            x[sl] = prox_fn(step, lr)
         prev_points = new_points
         k += 1
         check_finite_iterate("solve_cyclic_bcd", x, k, "decrease lr")

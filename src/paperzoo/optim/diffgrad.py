@@ -12,12 +12,22 @@ from typing import Any
 
 import torch
 
-from paperzoo.optim._common import ElementwiseOptimizer, check_adam_group, check_flag
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, Tensors, accepts
+from paperzoo.core.checks import check_tensor
+from paperzoo.optim._common import ADAM_HYPERPARAMETERS, ElementwiseOptimizer, check_adam_group, check_flag
 
 __all__ = ["DiffGrad", "diffgrad_update"]
 
 
-def diffgrad_update(
+def _example_update(ctx):
+    def lists(draw):
+        return [draw(shape, generator=ctx.generator, dtype=ctx.dtype) for shape in ((3, 2), (4,))]
+    return dict(params=lists(torch.randn), grads=lists(torch.randn), exp_avgs=lists(torch.randn),
+                exp_avg_sqs=lists(torch.rand), previous_grads=lists(torch.randn), step=3, lr=1e-2, beta1=0.9,
+                beta2=0.999, eps=1e-8, weight_decay=0.1, decouple=False, maximize=False, foreach=False)
+
+
+def _diffgrad_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     exp_avgs: list[torch.Tensor],
@@ -34,10 +44,7 @@ def diffgrad_update(
     maximize: bool,
     foreach: bool,
 ) -> None:
-    """One diffGrad step, in place, for tensors that have all taken ``step`` steps before this one.
-
-    ``previous_grads`` holds :math:`g_{t-1}` and is overwritten with :math:`g_t`. See :class:`DiffGrad`.
-    """
+    # The unvalidated kernel of diffgrad_update, for the optimizer's per-step loop.
     t = step + 1
     step_size = lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
     if foreach:
@@ -73,6 +80,38 @@ def diffgrad_update(
         g_prev.sub_(g).abs_().sigmoid_().mul_(m)
         theta.addcdiv_(g_prev, denom, value=-step_size)
         g_prev.copy_(g)
+
+
+@accepts(params=Tensors(), grads=Tensors(like="params"), exp_avgs=Tensors(like="params"),
+         exp_avg_sqs=Tensors(like="params"), previous_grads=Tensors(like="params"), step=Int(ge=0), lr=Real(ge=0),
+         beta1=Real(ge=0, lt=1), beta2=Real(ge=0, lt=1), eps=Real(gt=0), weight_decay=Real(ge=0), decouple=Flag(),
+         maximize=Flag(), foreach=Flag(), example=_example_update,
+         mutates=("params", "exp_avgs", "exp_avg_sqs", "previous_grads"))
+def diffgrad_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    previous_grads: list[torch.Tensor],
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decouple: bool,
+    maximize: bool,
+    foreach: bool,
+) -> None:
+    """One diffGrad step, in place, for tensors that have all taken ``step`` steps before this one.
+
+    ``previous_grads`` holds :math:`g_{t-1}` and is overwritten with :math:`g_t`. See :class:`DiffGrad`.
+    """
+    for i, v in enumerate(exp_avg_sqs):
+        check_tensor(f"exp_avg_sqs[{i}]", v, nonnegative=True)
+    _diffgrad_update(params, grads, exp_avgs, exp_avg_sqs, previous_grads, step=step, lr=lr, beta1=beta1, beta2=beta2,
+            eps=eps, weight_decay=weight_decay, decouple=decouple, maximize=maximize, foreach=foreach)
 
 
 class DiffGrad(ElementwiseOptimizer):
@@ -112,6 +151,8 @@ class DiffGrad(ElementwiseOptimizer):
         decouple: decoupled weight decay instead of L2.
         foreach: multi-tensor implementation; ``None`` picks it when every parameter is on CUDA.
         maximize: ascend the objective instead.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step``, ``exp_avg`` (:math:`m`), ``exp_avg_sq`` (:math:`v`), ``previous_grad``
     (:math:`g_{t-1}`), each of the parameter's shape.
@@ -131,6 +172,7 @@ class DiffGrad(ElementwiseOptimizer):
 
     state_names = ("exp_avg", "exp_avg_sq", "previous_grad")
 
+    @accepts(**ADAM_HYPERPARAMETERS, decouple=Flag())
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -142,9 +184,10 @@ class DiffGrad(ElementwiseOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple, foreach=foreach,
-                        maximize=maximize)
+                        maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -153,6 +196,6 @@ class DiffGrad(ElementwiseOptimizer):
 
     def _update(self, group, step, params, grads, states, foreach):
         beta1, beta2 = group["betas"]
-        diffgrad_update(params, grads, states[0], states[1], states[2], step=step, lr=group["lr"], beta1=beta1,
+        _diffgrad_update(params, grads, states[0], states[1], states[2], step=step, lr=group["lr"], beta1=beta1,
                         beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
                         decouple=group["decouple"], maximize=group["maximize"], foreach=foreach)

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_number, check_probability
-from paperzoo.optim._common import check_flag
+from paperzoo.core.accepts import Choice, Int, Probe, Real, Spec, accepts
+from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_probability
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
 
 __all__ = ["Discover"]
 
@@ -34,7 +35,33 @@ def _check_weights(value, n_clusters: int) -> tuple[float, ...]:
     return tuple(w / total for w in weights)
 
 
-class Discover(torch.optim.Optimizer):
+_EXAMPLE_CLUSTERS = 2
+
+
+class _ClusterWeights(Spec):
+    """``None`` or a sequence of nonnegative numbers with a positive sum (its length, ``n_clusters``, is checked
+    with the group)."""
+
+    optional = True
+
+    def check(self, name, value, binding):
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a sequence of numbers, got {type(value).__name__}")
+        _check_weights(value, len(value))
+
+    def probes(self, name, value):
+        k = _EXAMPLE_CLUSTERS
+        return super().probes(name, value) + [
+            Probe(name, "negative entry", False, lambda kw: {**kw, name: [-1.0] + [1.0] * (k - 1)}),
+            Probe(name, "zero sum", False, lambda kw: {**kw, name: [0.0] * k}),
+            Probe(name, "wrong length", False, lambda kw: {**kw, name: [1.0] * (k + 1)}),
+            Probe(name, "unnormalised weights", True, lambda kw: {**kw, name: [float(i + 1) for i in range(k)]}),
+        ]
+
+
+class Discover(CheckedOptimizer):
     r"""Discover: multi-momentum variance reduction, one momentum buffer :math:`m_k` per data cluster :math:`k`.
 
     References: Variance Reduction in Deep Learning: More Momentum is All You Need (Tondji, Kashubin, Cisse),
@@ -75,6 +102,8 @@ class Discover(torch.optim.Optimizer):
         cluster_weights: :math:`\pi`, ``K`` nonnegative numbers, or ``None`` for uniform.
         weight_decay: L2 coefficient, ``>= 0``.
         maximize: ascend the objective.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step`` (CPU scalar), ``cluster_momentum`` of shape ``(K, *param.shape)`` and
     ``aggregate`` (:math:`\sum_j \pi_j m_j`, shape of the parameter, kept up to date incrementally so a step
@@ -95,45 +124,47 @@ class Discover(torch.optim.Optimizer):
         True
     """
 
+    @accepts(example=lambda ctx: {"n_clusters": _EXAMPLE_CLUSTERS}, n_clusters=Int(ge=1),
+             lr=COMMON_HYPERPARAMETERS["lr"], momentum=Real(ge=0, lt=1), base=Choice(*BASES), nu=Real(ge=0, le=1),
+             cluster_weights=_ClusterWeights(), weight_decay=COMMON_HYPERPARAMETERS["weight_decay"],
+             maximize=COMMON_HYPERPARAMETERS["maximize"], nonfinite=COMMON_HYPERPARAMETERS["nonfinite"])
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], n_clusters: int,
                  lr: float = 1e-3, momentum: float = 0.9, base: str = "sgdm", nu: float = 0.7,
                  cluster_weights: Sequence[float] | torch.Tensor | None = None, weight_decay: float = 0.0, *,
-                 maximize: bool = False):
+                 maximize: bool = False, nonfinite: str = "raise"):
         defaults = dict(n_clusters=n_clusters, lr=lr, momentum=momentum, base=base, nu=nu,
-                        cluster_weights=cluster_weights, weight_decay=weight_decay, maximize=maximize)
+                        cluster_weights=cluster_weights, weight_decay=weight_decay, maximize=maximize,
+                        nonfinite=nonfinite)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["n_clusters"] = check_int("n_clusters", group["n_clusters"], low=1)
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["momentum"] = check_probability("momentum", group["momentum"])
-        check_choice("base", group["base"], BASES)
         group["nu"] = check_number("nu", group["nu"], low=0.0, high=1.0)
         group["cluster_weights"] = _check_weights(group["cluster_weights"], group["n_clusters"])
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("maximize", group["maximize"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, cluster_id: int | None = None):
         """One step with the gradient of a batch from cluster ``cluster_id`` (required, ``0 <= id < K``)."""
         if cluster_id is None:
             raise TypeError("Discover.step needs cluster_id: the cluster the batch was drawn from")
+        ks = [check_int("cluster_id", cluster_id, low=0, high=group["n_clusters"] - 1) for group in self.param_groups]
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            k = check_int("cluster_id", cluster_id, low=0, high=group["n_clusters"] - 1)
+        if self._skip_for_nonfinite():
+            return loss
+        for group, k in zip(self.param_groups, ks):
             beta, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
             weight = group["cluster_weights"][k]
             qhm = group["base"] == "qhm"
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Discover does not support sparse gradients")
+                check_dense_grad("Discover", p.grad)
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)

@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, accepts
 from paperzoo.core.checks import check_choice, check_nonnegative, check_positive
 from paperzoo.optim._common import check_flag
+from paperzoo.optim._common import NONFINITE
 from paperzoo.optim.wrappers import ClosureWrapper
 
 __all__ = ["FiniteDifferenceGR", "GR_MODES"]
@@ -61,7 +63,10 @@ class FiniteDifferenceGR(ClosureWrapper):
         eps: finite-difference step :math:`\varepsilon > 0` (ignored by ``double_backprop``).
         mode: ``"forward"``, ``"backward"`` or ``"double_backprop"``.
         normalized: take the difference step along :math:`g/\|g\|`.
-        **base_kwargs: the base optimizer's arguments (``lr``, ``momentum`` ...), checked by it.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
+        **base_kwargs: the base optimizer's arguments (``lr``, ``momentum`` ...); torch.optim's own names are
+            checked with paperzoo's messages, unknown ones by the base optimizer.
 
     Example:
         >>> import torch
@@ -79,12 +84,14 @@ class FiniteDifferenceGR(ClosureWrapper):
         True
     """
 
+    @accepts(base_optimizer=Function(), gamma=Real(ge=0), eps=Real(gt=0), mode=Choice(*GR_MODES), normalized=Flag(), nonfinite=NONFINITE)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
                  base_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD, gamma: float = 0.05,
-                 eps: float = 0.05, mode: str = "forward", normalized: bool = False, **base_kwargs):
-        check_choice("mode", mode, GR_MODES)
+                 eps: float = 0.05, mode: str = "forward", normalized: bool = False, nonfinite: str = "raise",
+                 **base_kwargs):
         self.mode = mode
-        super().__init__(params, base_optimizer, dict(gamma=gamma, eps=eps, normalized=normalized), base_kwargs)
+        super().__init__(params, base_optimizer, dict(gamma=gamma, eps=eps, normalized=normalized,
+                                                      nonfinite=nonfinite), base_kwargs)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         group["gamma"] = check_nonnegative("gamma", group["gamma"])

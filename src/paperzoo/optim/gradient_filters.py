@@ -30,11 +30,24 @@ from __future__ import annotations
 
 import torch
 
+from paperzoo.core.accepts import Choice, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_probability
+
+# A gradient of any rank (up to 8) and its window of one more dimension. The examples use the top rank, so that the
+# generic "extra dimension" probe is a real error.
+_GRAD = Tensor(ndims=tuple(range(9)), allow_empty=True)
+_WINDOW = Tensor(ndims=tuple(range(1, 10)), allow_empty=True)
+
+
+def _example_grad(ctx, *leading):
+    return torch.randn(*leading, 1, 1, 1, 1, 1, 1, 3, 2, generator=ctx.generator, dtype=ctx.dtype)
 
 __all__ = ["ema_update", "window_update", "window_average"]
 
 
+@accepts(average=Tensor(ndims=tuple(range(9)), allow_empty=True, optional=True), grad=_GRAD, alpha=Real(ge=0, lt=1),
+         example=lambda ctx: {"average": _example_grad(ctx), "grad": _example_grad(ctx), "alpha": 0.5},
+         mutates=("average",))
 def ema_update(average: torch.Tensor | None, grad: torch.Tensor, alpha: float) -> torch.Tensor:
     """One step of the exponential moving average :math:`\\mu_t = \\alpha \\mu_{t-1} + (1 - \\alpha) g_t`.
 
@@ -55,6 +68,11 @@ def ema_update(average: torch.Tensor | None, grad: torch.Tensor, alpha: float) -
     return average.lerp_(grad, 1.0 - alpha)
 
 
+@accepts(window=Tensor(ndims=tuple(range(1, 10)), allow_empty=True, optional=True), count=Int(ge=0), grad=_GRAD,
+         window_size=Int(ge=1),
+         example=lambda ctx: {"window": _example_grad(ctx, 3), "count": 4, "grad": _example_grad(ctx),
+                              "window_size": 3},
+         mutates=("window",))
 def window_update(window: torch.Tensor | None, count: int, grad: torch.Tensor, window_size: int
                   ) -> tuple[torch.Tensor, int]:
     """Push :math:`g_t` into a ring buffer holding the last ``window_size`` gradients.
@@ -80,6 +98,8 @@ def window_update(window: torch.Tensor | None, count: int, grad: torch.Tensor, w
     return window, count + 1
 
 
+@accepts(window=_WINDOW, count=Int(ge=1), reduction=Choice("mean", "sum"),
+         example=lambda ctx: {"window": _example_grad(ctx, 3), "count": 2})
 def window_average(window: torch.Tensor, count: int, *, reduction: str = "mean") -> torch.Tensor:
     """The mean (``reduction="mean"``) or sum (``"sum"``) of the ``min(count, w)`` gradients in the buffer.
 

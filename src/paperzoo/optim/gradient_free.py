@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Choice, Function, Generator, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_tensor
 
 __all__ = ["ZerothOrderResult", "uniform_sphere", "two_point_estimate", "smoothed_gradient", "solve_gfm",
@@ -64,6 +65,14 @@ class ZerothOrderResult(NamedTuple):
     trace_evals: torch.Tensor
 
 
+def _example_oracle(ctx) -> dict:
+    # f(x) = E|x - xi|_1 with xi ~ N(0, 1)
+    return {"F": lambda x, xi: (x - xi[:, None]).abs().sum(1),
+            "sample": lambda m, g: torch.randn(m, generator=g, dtype=ctx.dtype)}
+
+
+@accepts(n=Int(ge=1), d=Int(ge=1), generator=Generator(), dtype=Choice(torch.float64, torch.float32),
+         example=lambda ctx: {"n": 4, "d": 3})
 def uniform_sphere(n: int, d: int, *, generator: torch.Generator | None = None,
                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """``n`` directions drawn uniformly from the unit sphere :math:`S^{d-1}`, shape ``(n, d)``."""
@@ -71,6 +80,15 @@ def uniform_sphere(n: int, d: int, *, generator: torch.Generator | None = None,
     return w / torch.linalg.vector_norm(w, dim=1, keepdim=True)
 
 
+def _example_two_point(ctx) -> dict:
+    m, d = ctx.size("m"), ctx.size("d")
+    w = torch.randn(m, d, generator=ctx.generator, dtype=ctx.dtype)
+    return {"F": _example_oracle(ctx)["F"], "w": w / w.norm(dim=1, keepdim=True),
+            "xi": torch.randn(m, generator=ctx.generator, dtype=ctx.dtype), "delta": 0.1}
+
+
+@accepts(F=Function(), x=Tensor("m", "d"), w=Tensor("m", "d"), xi=Tensor(ndims=tuple(range(1, 9)), dtype="any"),
+         delta=Real(gt=0), example=_example_two_point)
 def two_point_estimate(F: Oracle, x: torch.Tensor, w: torch.Tensor, xi: torch.Tensor, delta: float) -> torch.Tensor:
     """The two-point estimates :math:`g(x_i; w_i, \\xi_i)`, one per row.
 
@@ -85,12 +103,16 @@ def two_point_estimate(F: Oracle, x: torch.Tensor, w: torch.Tensor, xi: torch.Te
         Shape ``(m, d)``.
     """
     m, d = x.shape
+    if xi.dim() == 0 or xi.shape[0] != m:
+        raise ValueError(f"xi must have m = {m} rows (one sample per point of x), got shape {tuple(xi.shape)}")
     values = F(torch.cat([x + delta * w, x - delta * w]), torch.cat([xi, xi]))
     if values.shape != (2 * m,):
         raise ValueError(f"F must return shape ({2 * m},) for {2 * m} points, got {tuple(values.shape)}")
     return (d / (2 * delta)) * (values[:m] - values[m:]).unsqueeze(1) * w
 
 
+@accepts(F=Function(), sample=Function(), x=Tensor("d"), delta=Real(gt=0), n_samples=Int(ge=1), generator=Generator(),
+         chunk=Int(ge=1), example=lambda ctx: {**_example_oracle(ctx), "delta": 0.1, "n_samples": 64, "chunk": 16})
 def smoothed_gradient(F: Oracle, sample: Sampler, x: torch.Tensor, delta: float, *, n_samples: int = 10_000,
                       generator: torch.Generator | None = None, chunk: int = 4096) -> torch.Tensor:
     """Monte-Carlo estimate of :math:`\\nabla f_\\delta(x)` from ``n_samples`` two-point estimates, shape ``(d,)``.
@@ -147,6 +169,10 @@ def _check_finite(name, x, t):
         raise FloatingPointError(f"{name} produced NaN or inf at iteration {t}; decrease lr")
 
 
+@accepts(F=Function(), x0=Tensor("d"), sample=Function(), delta=Real(gt=0), lr=Real(gt=0), batch_size=Int(ge=1),
+         max_iter=Int(ge=1), max_evals=Int(ge=1, optional=True), tol=Real(ge=0), record_every=Int(ge=0),
+         generator=Generator(),
+         example=lambda ctx: {**_example_oracle(ctx), "delta": 0.1, "lr": 0.02, "max_iter": 20, "record_every": 5})
 def solve_gfm(F: Oracle, x0: torch.Tensor, *, sample: Sampler, delta: float, lr: float, batch_size: int = 1,
               max_iter: int = 1000, max_evals: int | None = None, tol: float = 0.0, record_every: int = 0,
               generator: torch.Generator | None = None) -> ZerothOrderResult:
@@ -212,6 +238,11 @@ def solve_gfm(F: Oracle, x0: torch.Tensor, *, sample: Sampler, delta: float, lr:
                    "increase max_iter or batch_size, or tune lr", generator)
 
 
+@accepts(F=Function(), x0=Tensor("d"), sample=Function(), delta=Real(gt=0), lr=Real(gt=0), big_batch=Int(ge=1),
+         batch_size=Int(ge=1), period=Int(ge=1), max_iter=Int(ge=1), max_evals=Int(ge=1, optional=True),
+         tol=Real(ge=0), record_every=Int(ge=0), generator=Generator(),
+         example=lambda ctx: {**_example_oracle(ctx), "delta": 0.1, "lr": 0.02, "big_batch": 8, "batch_size": 2,
+                              "period": 3, "max_iter": 20, "record_every": 5})
 def solve_gfm_plus(F: Oracle, x0: torch.Tensor, *, sample: Sampler, delta: float, lr: float, big_batch: int,
                    batch_size: int, period: int, max_iter: int = 1000, max_evals: int | None = None,
                    tol: float = 0.0, record_every: int = 0,

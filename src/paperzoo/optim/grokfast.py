@@ -33,11 +33,29 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Int, Real, accepts
+from paperzoo.core.accepts import Choice, Flag, Int, Real, Spec, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_probability
-from paperzoo.optim._common import check_flag
+from paperzoo.optim._common import (NONFINITE, CheckedOptimizer, check_dense_grad, check_flag,
+                                    check_torch_hyperparameters)
 from paperzoo.optim.gradient_filters import ema_update, window_average, window_update
 
 __all__ = ["Grokfast", "gradfilter_ema", "gradfilter_ma", "MovingWindow"]
+
+
+class _Module(Spec):
+    """A ``torch.nn.Module`` (a spec :mod:`paperzoo.core.accepts` does not have yet)."""
+
+    def check(self, name, value, binding):
+        if not isinstance(value, torch.nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+
+
+def _example_model(ctx) -> torch.nn.Module:
+    model = torch.nn.Linear(3, 2, dtype=ctx.dtype)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=ctx.generator, dtype=ctx.dtype)
+    return model
 
 
 class MovingWindow:
@@ -45,6 +63,9 @@ class MovingWindow:
 
     __slots__ = ("buffer", "count")
 
+    @accepts(buffer=Tensor(ndims=tuple(range(1, 10)), allow_empty=True, optional=True), count=Int(ge=0),
+             example=lambda ctx: {"buffer": torch.randn(3, 1, 1, 1, 1, 1, 1, 3, 2, generator=ctx.generator,
+                                                        dtype=ctx.dtype), "count": 2})
     def __init__(self, buffer: torch.Tensor | None = None, count: int = 0):
         self.buffer, self.count = buffer, count
 
@@ -61,6 +82,7 @@ def _named_grads(model: torch.nn.Module):
             yield name, p.grad
 
 
+@accepts(model=_Module(), alpha=Real(ge=0, lt=1), lamb=Real(ge=0), example=lambda ctx: {"model": _example_model(ctx)})
 @torch.no_grad()
 def gradfilter_ema(model: torch.nn.Module, grads: dict[str, torch.Tensor] | None = None, alpha: float = 0.98,
                    lamb: float = 2.0) -> dict[str, torch.Tensor]:
@@ -102,6 +124,8 @@ def gradfilter_ema(model: torch.nn.Module, grads: dict[str, torch.Tensor] | None
     return grads
 
 
+@accepts(model=_Module(), window_size=Int(ge=1), lamb=Real(ge=0), filter_type=Choice("mean", "sum"), warmup=Flag(),
+         example=lambda ctx: {"model": _example_model(ctx), "window_size": 2})
 @torch.no_grad()
 def gradfilter_ma(model: torch.nn.Module, grads: dict[str, MovingWindow] | None = None, window_size: int = 100,
                   lamb: float = 5.0, filter_type: str = "mean", warmup: bool = True) -> dict[str, MovingWindow]:
@@ -133,7 +157,7 @@ def gradfilter_ma(model: torch.nn.Module, grads: dict[str, MovingWindow] | None 
     return grads
 
 
-class Grokfast(torch.optim.Optimizer):
+class Grokfast(CheckedOptimizer):
     r"""Grokfast wrapper: filters every gradient (EMA or MA, see the module docstring), then steps ``optimizer``.
 
     References: Grokfast: Accelerated Grokking by Amplifying Slow Gradients, 2024.
@@ -155,6 +179,8 @@ class Grokfast(torch.optim.Optimizer):
         window_size: MA window :math:`w \ge 1`.
         filter_type: ``"mean"`` or ``"sum"`` over the MA window.
         warmup: MA only: no amplification until the window is full.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`); checked before the filter, so a NaN never enters it.
 
     Example:
         >>> import torch
@@ -169,13 +195,18 @@ class Grokfast(torch.optim.Optimizer):
         True
     """
 
+    @accepts(filter=Choice("ema", "ma"), alpha=Real(ge=0, lt=1), lamb=Real(ge=0), window_size=Int(ge=1),
+             filter_type=Choice("mean", "sum"), warmup=Flag(), nonfinite=NONFINITE)
     def __init__(self, optimizer: torch.optim.Optimizer, filter: str = "ema", alpha: float = 0.98,
-                 lamb: float = 2.0, window_size: int = 100, filter_type: str = "mean", warmup: bool = True):
+                 lamb: float = 2.0, window_size: int = 100, filter_type: str = "mean", warmup: bool = True,
+                 nonfinite: str = "raise"):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        for group in optimizer.param_groups:
+            check_torch_hyperparameters(group)
         self.optimizer = optimizer
         defaults = dict(filter=filter, alpha=alpha, lamb=lamb, window_size=window_size, filter_type=filter_type,
-                        warmup=warmup)
+                        warmup=warmup, nonfinite=nonfinite)
         # Passing the base optimizer's group dicts makes torch.optim add the filter's defaults to those very dicts,
         # so both optimizers see one set of groups.
         super().__init__(optimizer.param_groups, defaults)
@@ -188,10 +219,13 @@ class Grokfast(torch.optim.Optimizer):
             param_group = self.optimizer.param_groups[-1]
             for key, value in self.defaults.items():
                 param_group.setdefault(key, value)
-            _check_group(param_group)
+            check_torch_hyperparameters(param_group)
+            self._validate_group(param_group)
             return
         super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _normalise_group(group)
 
     @torch.no_grad()
     def filter_gradients(self) -> None:
@@ -200,8 +234,7 @@ class Grokfast(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Grokfast does not support sparse gradients")
+                check_dense_grad("Grokfast", p.grad)
                 state = self.state[p]
                 if group["filter"] == "ema":
                     state["ema"] = ema_update(state.get("ema"), p.grad, group["alpha"])
@@ -225,6 +258,9 @@ class Grokfast(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Before the filter: a NaN must not enter the EMA or the window.
+        if self._skip_for_nonfinite():
+            return loss
         self.filter_gradients()
         self.optimizer.step()
         return loss
@@ -251,7 +287,7 @@ class Grokfast(torch.optim.Optimizer):
         return f"Grokfast({self.optimizer!r})"
 
 
-def _check_group(group: dict[str, Any]) -> None:
+def _normalise_group(group: dict[str, Any]) -> None:
     check_choice("filter", group["filter"], ("ema", "ma"))
     group["alpha"] = check_probability("alpha", group["alpha"])
     group["lamb"] = check_nonnegative("lamb", group["lamb"])

@@ -18,12 +18,18 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, accepts
+from paperzoo.core.accepts import Real, Tensor, accepts
 from paperzoo.core.checks import check_number, check_positive, check_tensor
+from paperzoo.optim._common import NONFINITE
 from paperzoo.optim.wrappers import ClosureWrapper
 
 __all__ = ["gsnr", "gsnr_scale", "VRGD"]
 
 
+@accepts(per_sample_grads=Tensor(ndims=tuple(range(1, 10)), allow_empty=True, degenerate=("constant", "zeros")),
+         eps=Real(gt=0),
+         example=lambda ctx: {"per_sample_grads": torch.randn(4, 3, 2, generator=ctx.generator, dtype=ctx.dtype)})
 def gsnr(per_sample_grads: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     r"""Gradient signal-to-noise ratio of every coordinate from ``k`` gradient samples.
 
@@ -56,6 +62,10 @@ def gsnr(per_sample_grads: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return mean.square() / (var + eps)
 
 
+@accepts(r=Tensor(ndims=tuple(range(9)), nonnegative=True, allow_empty=True, degenerate=("zeros", "constant")),
+         gamma=Real(ge=0, le=1),
+         # a GSNR of the top rank (8), so that the generic "extra dimension" probe is a real error
+         example=lambda ctx: {"r": torch.rand(1, 1, 1, 1, 1, 1, 3, 2, generator=ctx.generator, dtype=ctx.dtype)})
 def gsnr_scale(r: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
     r"""VRGD's element-wise step multiplier from one layer's GSNR: normalise to mean 1, then bound.
 
@@ -113,7 +123,10 @@ class VRGD(ClosureWrapper):
         base_optimizer: ``torch.optim.Optimizer`` subclass (or callable ``param_groups -> Optimizer``).
         gamma: bound :math:`\gamma \in [0, 1]` (per group).
         eps: :math:`\epsilon > 0` of :func:`gsnr` (per group).
-        **base_kwargs: the base optimizer's arguments (``lr``, ``betas``, ``weight_decay`` ...), checked by it.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
+        **base_kwargs: the base optimizer's arguments (``lr``, ``betas``, ``weight_decay`` ...); torch.optim's own names are
+            checked with paperzoo's messages, unknown ones by the base optimizer.
 
     Example:
         >>> import torch
@@ -131,10 +144,11 @@ class VRGD(ClosureWrapper):
         True
     """
 
+    @accepts(base_optimizer=Function(), gamma=Real(ge=0, le=1), eps=Real(gt=0), nonfinite=NONFINITE)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
                  base_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD, gamma: float = 0.1,
-                 eps: float = 1e-12, **base_kwargs):
-        super().__init__(params, base_optimizer, dict(gamma=gamma, eps=eps), base_kwargs)
+                 eps: float = 1e-12, nonfinite: str = "raise", **base_kwargs):
+        super().__init__(params, base_optimizer, dict(gamma=gamma, eps=eps, nonfinite=nonfinite), base_kwargs)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         group["gamma"] = check_number("gamma", group["gamma"], low=0.0, high=1.0)
@@ -143,7 +157,7 @@ class VRGD(ClosureWrapper):
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
         if closure is None:
-            raise RuntimeError("VRGD needs a closure: step(closure) where closure() returns the (k,) tensor of "
+            raise TypeError("VRGD needs a closure: step(closure) where closure() returns the (k,) tensor of "
                                "micro-batch losses (with autograd, no backward)")
         with torch.enable_grad():
             losses = closure()
@@ -159,14 +173,19 @@ class VRGD(ClosureWrapper):
                 grads = torch.autograd.grad(losses[i], params, retain_graph=i < k - 1, allow_unused=True)
             for column, g in zip(samples, grads):
                 column.append(g)
-        scales, starts = {}, {}
+        stacks = {}
         for (group, p), column in zip(owners, samples):
             if any(g is None for g in column):
                 p.grad = None  # a parameter the losses do not reach must not step on a stale gradient
                 continue
-            stacked = torch.stack(column)
+            stacks[p] = (group, torch.stack(column))
             # GSNR is invariant to the gradient's sign, so a base optimizer with maximize=True works unchanged.
-            p.grad = stacked.mean(0)
+            p.grad = stacks[p][1].mean(0)
+        # A NaN or inf sample makes the mean non-finite: the policy applies before the GSNR is formed.
+        if self._skip_for_nonfinite():
+            return losses.detach().mean()
+        scales, starts = {}, {}
+        for p, (group, stacked) in stacks.items():
             scales[p] = gsnr_scale(gsnr(stacked, group["eps"]), group["gamma"])
             starts[p] = p.detach().clone()
         self.base_optimizer.step()

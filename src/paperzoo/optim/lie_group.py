@@ -40,7 +40,8 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core.checks import check_choice, check_int, check_number, check_tensor
+from paperzoo.core.accepts import Choice, Function, Generator, Int, Real, Tensor, accepts
+from paperzoo.core.checks import check_tensor
 
 __all__ = ["GROUPS", "spectral_norm_lower_bound", "fit_terms", "lie_group_step_", "euclidean_step_",
            "kron_init", "kron_precondition", "kron_step_", "LieGroupHessianFitter", "HessianFitResult",
@@ -256,13 +257,12 @@ class LieGroupHessianFitter:
         True
     """
 
+    @accepts(dim=Int(ge=1), group=Choice(*_METHODS), lr=Real(gt=0, le=1), init_scale=Real(gt=0),
+             dtype=Choice(torch.float32, torch.float64), tiny=Real(ge=0, optional=True), example=lambda ctx: {"dim": 3})
     def __init__(self, dim: int, group: str = "triu", lr: float = 0.1, *, init_scale: float = 1.0,
                  dtype: torch.dtype = torch.float32, tiny: float | None = None):
-        self.dim = check_int("dim", dim, low=1)
-        self.group = check_choice("group", group, _METHODS)
-        self.lr = check_number("lr", lr, low=0.0, high=1.0, low_inclusive=False)
-        init_scale = check_number("init_scale", init_scale, low=0.0, low_inclusive=False)
-        self.tiny = torch.finfo(dtype).tiny if tiny is None else check_number("tiny", tiny, low=0.0)
+        self.dim, self.group, self.lr = dim, group, float(lr)
+        self.tiny = torch.finfo(dtype).tiny if tiny is None else float(tiny)
         if group == "diag":
             self.Q = math.sqrt(init_scale) * torch.ones(dim, dtype=dtype)
         elif group == "euclidean":
@@ -325,6 +325,16 @@ class HessianFitResult(NamedTuple):
     errors: list[float]
 
 
+def _example_fit(ctx) -> dict:
+    # H = diag(1, 2, ..., n) for whatever n = dim the probe sets
+    return {"hvp": lambda V: torch.arange(1, V.shape[0] + 1, dtype=V.dtype)[:, None] * V, "dim": 3, "max_iter": 20,
+            "generator": torch.Generator().manual_seed(0)}
+
+
+@accepts(hvp=Function(), dim=Int(ge=1), group=Choice(*_METHODS), lr=Real(gt=0, le=1), max_iter=Int(ge=1),
+         tol=Real(ge=0), batch=Int(ge=1), init_scale=Real(gt=0), generator=Generator(),
+         dtype=Choice(torch.float64, torch.float32), H=Tensor("n", "n", symmetric=True, optional=True),
+         example=_example_fit)
 def fit_inverse_hessian(hvp: Callable[[torch.Tensor], torch.Tensor], dim: int, *, group: str = "triu",
                         lr: float = 0.1, max_iter: int = 1000, tol: float = 1e-8, batch: int = 1,
                         init_scale: float = 1.0, generator: torch.Generator | None = None,
@@ -339,11 +349,10 @@ def fit_inverse_hessian(hvp: Callable[[torch.Tensor], torch.Tensor], dim: int, *
     record the error :math:`\|PH - I\|_F/\sqrt n`. Warns when ``tol`` is not reached (raise ``max_iter`` or
     ``lr``) and raises on NaN.
     """
-    max_iter = check_int("max_iter", max_iter, low=1)
-    batch = check_int("batch", batch, low=1)
-    tol = check_number("tol", tol, low=0.0)
     if H is not None:
-        H = check_tensor("H", H, ndim=2).to(dtype)
+        if H.shape != (dim, dim):
+            raise ValueError(f"H must have shape ({dim}, {dim}) (dim = {dim}), got {tuple(H.shape)}")
+        H = H.to(dtype)
     fitter = LieGroupHessianFitter(dim, group, lr, init_scale=init_scale, dtype=dtype)
     eye = torch.eye(dim, dtype=dtype)
     residuals, errors = [], []
@@ -351,7 +360,11 @@ def fit_inverse_hessian(hvp: Callable[[torch.Tensor], torch.Tensor], dim: int, *
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         V = torch.randn(dim, batch, generator=generator, dtype=dtype)
-        r = fitter.update(V, hvp(V).to(dtype))
+        HV = hvp(V)
+        if not isinstance(HV, torch.Tensor) or HV.shape != V.shape:
+            got = tuple(HV.shape) if isinstance(HV, torch.Tensor) else type(HV).__name__
+            raise ValueError(f"hvp must return a tensor of shape {tuple(V.shape)} (dim, batch), got {got}")
+        r = fitter.update(V, HV.to(dtype))
         if not math.isfinite(r) or not bool(torch.isfinite(fitter.Q).all()):
             raise FloatingPointError(f"fit_inverse_hessian: NaN or inf at iteration {n_iter} (lower lr)")
         residuals.append(r)

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from paperzoo.core.checks import check_nonnegative
-from paperzoo.optim._common import ElementwiseOptimizer, check_betas, check_flag, check_optional_flag
+from paperzoo.core.accepts import Binding, Flag, Pair, Real, Tensors, accepts
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, NONFINITE, ElementwiseOptimizer, check_betas, check_flag, check_optional_flag
 
 __all__ = ["LionK", "Lion", "lion_k_update", "GRAD_K"]
 
@@ -25,6 +26,8 @@ GRAD_K = ("sign", "l2", "identity")
 """Named choices of :math:`\\nabla K`: ``sign`` (:math:`K = \\|x\\|_1`, box constraint :math:`\\|x\\|_\\infty
 \\le 1/\\lambda`), ``l2`` (:math:`K = \\|x\\|_2` per tensor, ball :math:`\\|x\\|_2 \\le 1/\\lambda`), ``identity``
 (:math:`K = \\tfrac12\\|x\\|_2^2`, an L2 penalty :math:`\\tfrac\\lambda2\\|x\\|^2`: momentum SGD)."""
+
+LION_HYPERPARAMETERS = dict({k: v for k, v in COMMON_HYPERPARAMETERS.items()}, betas=Pair(Real(ge=0, lt=1), meaning="(beta1, beta2)"))
 
 
 def _apply_grad_k(grad_k, cs: list[torch.Tensor], foreach: bool) -> list[torch.Tensor]:
@@ -44,7 +47,14 @@ def _apply_grad_k(grad_k, cs: list[torch.Tensor], foreach: bool) -> list[torch.T
     return out
 
 
-def lion_k_update(
+def _example_update(ctx):
+    def lists(draw):
+        return [draw(shape, generator=ctx.generator, dtype=ctx.dtype) for shape in ((3, 2), (4,))]
+    return dict(params=lists(torch.randn), grads=lists(torch.randn), exp_avgs=lists(torch.randn), lr=1e-2,
+                beta1=0.9, beta2=0.99, weight_decay=0.1, grad_K="sign", maximize=False, foreach=False)
+
+
+def _lion_k_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     exp_avgs: list[torch.Tensor],
@@ -57,7 +67,7 @@ def lion_k_update(
     maximize: bool,
     foreach: bool,
 ) -> None:
-    """One Lion-K step, in place (see :class:`LionK`); ``exp_avgs`` is the momentum :math:`m`."""
+    # The unvalidated kernel of lion_k_update, for the optimizer's per-step loop.
     if maximize:
         grads = torch._foreach_neg(grads) if foreach else [-g for g in grads]
     if foreach:
@@ -76,6 +86,33 @@ def lion_k_update(
             theta.mul_(1.0 - lr * weight_decay)
         theta.add_(d, alpha=-lr)
         m.lerp_(g, 1.0 - beta2)
+
+
+@accepts(params=Tensors(), grads=Tensors(like="params"), exp_avgs=Tensors(like="params"), lr=Real(ge=0),
+         beta1=Real(ge=0, lt=1), beta2=Real(ge=0, lt=1), weight_decay=Real(ge=0), maximize=Flag(), foreach=Flag(),
+         example=_example_update, mutates=("params", "exp_avgs"))
+def lion_k_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    grad_K: str | Callable[[torch.Tensor], torch.Tensor],
+    maximize: bool,
+    foreach: bool,
+) -> None:
+    """One Lion-K step, in place (see :class:`LionK`); ``exp_avgs`` is the momentum :math:`m`.
+
+    ``params``, ``grads`` and ``exp_avgs`` are lists of equal length with matching shapes; ``grad_K`` is one of
+    :data:`GRAD_K` or a callable mapping a tensor to one of its shape.
+    """
+    if not callable(grad_K) and not (isinstance(grad_K, str) and grad_K in GRAD_K):
+        raise ValueError(f"grad_K must be one of {list(GRAD_K)} or a callable, got {grad_K!r}")
+    _lion_k_update(params, grads, exp_avgs, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, grad_K=grad_K,
+            maximize=maximize, foreach=foreach)
 
 
 class LionK(ElementwiseOptimizer):
@@ -109,6 +146,8 @@ class LionK(ElementwiseOptimizer):
             tensor of the same shape (use a module-level function if the ``state_dict`` is to be pickled).
         foreach: multi-tensor implementation; ``None`` picks it when every parameter is on CUDA.
         maximize: ascend the objective instead.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step`` and ``exp_avg`` (:math:`m`, the parameter's shape).
 
@@ -128,6 +167,7 @@ class LionK(ElementwiseOptimizer):
 
     state_names = ("exp_avg",)
 
+    @accepts(**LION_HYPERPARAMETERS)
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -138,9 +178,10 @@ class LionK(ElementwiseOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, grad_K=grad_K, foreach=foreach,
-                        maximize=maximize)
+                        maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -152,10 +193,11 @@ class LionK(ElementwiseOptimizer):
             raise ValueError(f"grad_K must be one of {list(GRAD_K)} or a callable, got {grad_k!r}")
         check_flag("maximize", group["maximize"])
         check_optional_flag("foreach", group["foreach"])
+        NONFINITE.validate("nonfinite", group["nonfinite"], Binding())
 
     def _update(self, group, step, params, grads, states, foreach):
         beta1, beta2 = group["betas"]
-        lion_k_update(params, grads, states[0], lr=group["lr"], beta1=beta1, beta2=beta2,
+        _lion_k_update(params, grads, states[0], lr=group["lr"], beta1=beta1, beta2=beta2,
                       weight_decay=group["weight_decay"], grad_K=group["grad_K"], maximize=group["maximize"],
                       foreach=foreach)
 
@@ -183,6 +225,7 @@ class Lion(LionK):
         True
     """
 
+    @accepts(**LION_HYPERPARAMETERS)
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -192,6 +235,8 @@ class Lion(LionK):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, grad_K="sign", foreach=foreach,
+                         nonfinite=nonfinite,
                          maximize=maximize)

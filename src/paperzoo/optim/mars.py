@@ -12,15 +12,24 @@ from typing import Any
 
 import torch
 
-from paperzoo.core.checks import check_choice, check_nonnegative
-from paperzoo.optim._common import ElementwiseOptimizer, check_adam_group
+from paperzoo.core.checks import check_choice, check_nonnegative, check_tensor
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, Tensors, accepts
+from paperzoo.optim._common import ADAM_HYPERPARAMETERS, ElementwiseOptimizer, check_adam_group
 
 __all__ = ["MARS", "mars_update"]
 
 MARS_TYPES = ("adamw", "lion")
 
 
-def mars_update(
+def _example_update(ctx):
+    def lists(draw):
+        return [draw(shape, generator=ctx.generator, dtype=ctx.dtype) for shape in ((3, 2), (4,))]
+    return dict(params=lists(torch.randn), grads=lists(torch.randn), exp_avgs=lists(torch.randn),
+                exp_avg_sqs=lists(torch.rand), last_grads=lists(torch.randn), step=3, lr=1e-2, beta1=0.95,
+                beta2=0.99, eps=1e-8, gamma=0.025, weight_decay=0.1, mars_type="adamw", maximize=False, foreach=False)
+
+
+def _mars_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     exp_avgs: list[torch.Tensor],
@@ -38,11 +47,7 @@ def mars_update(
     maximize: bool,
     foreach: bool,
 ) -> None:
-    """One approximate-MARS step, in place, for tensors that have all taken ``step`` steps before this one.
-
-    All lists have equal length and matching shapes; ``last_grads`` holds the previous step's gradients and is
-    overwritten with the current ones. See :class:`MARS` for the update.
-    """
+    # The unvalidated kernel of mars_update, for the optimizer's per-step loop.
     t = step + 1
     scale = gamma * beta1 / (1.0 - beta1)
     if maximize:
@@ -84,6 +89,40 @@ def mars_update(
         else:
             theta.add_(m.sign(), alpha=-lr)
         g_prev.copy_(g)
+
+
+@accepts(params=Tensors(), grads=Tensors(like="params"), exp_avgs=Tensors(like="params"),
+         exp_avg_sqs=Tensors(like="params"), last_grads=Tensors(like="params"), step=Int(ge=0), lr=Real(ge=0),
+         beta1=Real(ge=0, lt=1), beta2=Real(ge=0, lt=1), eps=Real(gt=0), gamma=Real(ge=0), weight_decay=Real(ge=0),
+         mars_type=Choice(*MARS_TYPES), maximize=Flag(), foreach=Flag(), example=_example_update,
+         mutates=("params", "exp_avgs", "exp_avg_sqs", "last_grads"))
+def mars_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    last_grads: list[torch.Tensor],
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    gamma: float,
+    weight_decay: float,
+    mars_type: str,
+    maximize: bool,
+    foreach: bool,
+) -> None:
+    """One approximate-MARS step, in place, for tensors that have all taken ``step`` steps before this one.
+
+    All lists have equal length and matching shapes; ``last_grads`` holds the previous step's gradients and is
+    overwritten with the current ones. See :class:`MARS` for the update.
+    """
+    for i, v in enumerate(exp_avg_sqs):
+        check_tensor(f"exp_avg_sqs[{i}]", v, nonnegative=True)
+    _mars_update(params, grads, exp_avgs, exp_avg_sqs, last_grads, step=step, lr=lr, beta1=beta1, beta2=beta2,
+            eps=eps, gamma=gamma, weight_decay=weight_decay, mars_type=mars_type, maximize=maximize, foreach=foreach)
 
 
 class MARS(ElementwiseOptimizer):
@@ -137,6 +176,8 @@ class MARS(ElementwiseOptimizer):
         mars_type: ``"adamw"`` or ``"lion"``.
         foreach: use the multi-tensor implementation; ``None`` picks it when every parameter is on CUDA.
         maximize: ascend the objective instead.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step``, ``exp_avg`` (:math:`m`), ``exp_avg_sq`` (:math:`v`), ``last_grad``
     (:math:`g_{t-1}`), each of the parameter's shape.
@@ -156,6 +197,7 @@ class MARS(ElementwiseOptimizer):
 
     state_names = ("exp_avg", "exp_avg_sq", "last_grad")
 
+    @accepts(**ADAM_HYPERPARAMETERS, gamma=Real(ge=0), mars_type=Choice(*MARS_TYPES))
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -168,9 +210,10 @@ class MARS(ElementwiseOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, gamma=gamma, mars_type=mars_type,
-                        foreach=foreach, maximize=maximize)
+                        foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -180,6 +223,6 @@ class MARS(ElementwiseOptimizer):
 
     def _update(self, group, step, params, grads, states, foreach):
         beta1, beta2 = group["betas"]
-        mars_update(params, grads, states[0], states[1], states[2], step=step, lr=group["lr"], beta1=beta1,
+        _mars_update(params, grads, states[0], states[1], states[2], step=step, lr=group["lr"], beta1=beta1,
                     beta2=beta2, eps=group["eps"], gamma=group["gamma"], weight_decay=group["weight_decay"],
                     mars_type=group["mars_type"], maximize=group["maximize"], foreach=foreach)

@@ -11,8 +11,9 @@ from typing import Any, NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Generator, Int, Real, Tensor, Tensors, accepts
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_positive, check_tensor
-from paperzoo.optim._common import check_flag, check_optional_flag, _default_foreach
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, _default_foreach, check_dense_grad
 
 __all__ = ["MedianTrackingSGD", "MedianResult", "median_tracking_update", "geometric_median_spp", "weiszfeld_geometric_median",
            "MEDIAN_MODES"]
@@ -20,7 +21,7 @@ __all__ = ["MedianTrackingSGD", "MedianResult", "median_tracking_update", "geome
 MEDIAN_MODES = ("geometric", "coordinate")
 
 
-class MedianTrackingSGD(torch.optim.Optimizer):
+class MedianTrackingSGD(CheckedOptimizer):
     r"""Median-tracking SGD: step along a running *median* of the gradients instead of their mean (momentum).
 
     References: SGD with Clipping is Secretly Estimating the Median Gradient (Schaipp, Garrigos, Simsekli,
@@ -53,6 +54,8 @@ class MedianTrackingSGD(torch.optim.Optimizer):
         weight_decay: L2 coefficient, ``>= 0``.
         foreach: multi-tensor implementation (same numbers); ``None`` picks it when every parameter is on CUDA.
         maximize: ascend instead of descend.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step`` (CPU scalar tensor) and ``median`` (:math:`m`, shape of the parameter).
 
@@ -69,21 +72,17 @@ class MedianTrackingSGD(torch.optim.Optimizer):
         True
     """
 
+    @accepts(**COMMON_HYPERPARAMETERS, tau=Real(gt=0), mode=Choice(*MEDIAN_MODES))
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1e-2,
                  tau: float = 1.0, mode: str = "geometric", weight_decay: float = 0.0, *,
-                 foreach: bool | None = None, maximize: bool = False):
+                 foreach: bool | None = None, maximize: bool = False, nonfinite: str = "raise"):
         super().__init__(params, dict(lr=lr, tau=tau, mode=mode, weight_decay=weight_decay, foreach=foreach,
-                                      maximize=maximize))
+                                      maximize=maximize, nonfinite=nonfinite))
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["tau"] = check_positive("tau", group["tau"])
-        check_choice("mode", group["mode"], MEDIAN_MODES)
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
-        check_optional_flag("foreach", group["foreach"])
-        check_flag("maximize", group["maximize"])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -92,13 +91,14 @@ class MedianTrackingSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         for group in self.param_groups:
             params, grads, medians = [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("MedianTrackingSGD does not support sparse gradients")
+                check_dense_grad("MedianTrackingSGD", p.grad)
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
@@ -112,16 +112,23 @@ class MedianTrackingSGD(torch.optim.Optimizer):
                 state["step"] += 1
             if params:
                 foreach = _default_foreach(params) if group["foreach"] is None else group["foreach"]
-                median_tracking_update(params, grads, medians, lr=group["lr"], tau=group["tau"], mode=group["mode"],
+                _median_tracking_update(params, grads, medians, lr=group["lr"], tau=group["tau"], mode=group["mode"],
                                        weight_decay=group["weight_decay"], maximize=group["maximize"],
                                        foreach=foreach)
         return loss
 
 
-def median_tracking_update(params: list[torch.Tensor], grads: list[torch.Tensor], medians: list[torch.Tensor], *,
-                           lr: float, tau: float, mode: str, weight_decay: float, maximize: bool,
-                           foreach: bool) -> None:
-    """One :class:`MedianTrackingSGD` step, in place, for one param group (the geometric norm spans the list)."""
+def _example_update(ctx):
+    def lists(draw):
+        return [draw(shape, generator=ctx.generator, dtype=ctx.dtype) for shape in ((3, 2), (4,))]
+    return dict(params=lists(torch.randn), grads=lists(torch.randn), medians=lists(torch.randn), lr=1e-2, tau=0.5,
+                mode="geometric", weight_decay=0.1, maximize=False, foreach=False)
+
+
+def _median_tracking_update(params: list[torch.Tensor], grads: list[torch.Tensor], medians: list[torch.Tensor], *,
+                            lr: float, tau: float, mode: str, weight_decay: float, maximize: bool,
+                            foreach: bool) -> None:
+    # The unvalidated kernel of median_tracking_update, for the optimizer's per-step loop.
     if foreach:
         if maximize:
             grads = torch._foreach_neg(grads)
@@ -160,6 +167,17 @@ def median_tracking_update(params: list[torch.Tensor], grads: list[torch.Tensor]
             x.add_(m, alpha=-lr)
 
 
+@accepts(params=Tensors(), grads=Tensors(like="params"), medians=Tensors(like="params"), lr=Real(ge=0),
+         tau=Real(gt=0), mode=Choice(*MEDIAN_MODES), weight_decay=Real(ge=0), maximize=Flag(), foreach=Flag(),
+         example=_example_update, mutates=("params", "medians"))
+def median_tracking_update(params: list[torch.Tensor], grads: list[torch.Tensor], medians: list[torch.Tensor], *,
+                           lr: float, tau: float, mode: str, weight_decay: float, maximize: bool,
+                           foreach: bool) -> None:
+    """One :class:`MedianTrackingSGD` step, in place, for one param group (the geometric norm spans the list)."""
+    _median_tracking_update(params, grads, medians, lr=lr, tau=tau, mode=mode, weight_decay=weight_decay,
+                            maximize=maximize, foreach=foreach)
+
+
 class MedianResult(NamedTuple):
     """Result of :func:`geometric_median_spp` and :func:`weiszfeld_geometric_median`.
 
@@ -184,6 +202,9 @@ def _median_objective(samples: torch.Tensor, m: torch.Tensor, mode: str) -> floa
     return float(diff.abs().sum(1).mean())
 
 
+@accepts(samples=Tensor("n", "d", degenerate=("coincident",)), step_size=Real(gt=0), mode=Choice(*MEDIAN_MODES),
+         max_iter=Int(ge=1), tol=Real(ge=0), generator=Generator(), init=Tensor("d", optional=True),
+         example=lambda ctx: {"max_iter": 5})
 def geometric_median_spp(samples: torch.Tensor, *, step_size: float = 1.0, mode: str = "geometric",
                          max_iter: int = 100, tol: float = 1e-3, generator: torch.Generator | None = None,
                          init: torch.Tensor | None = None) -> MedianResult:
@@ -274,6 +295,8 @@ def geometric_median_spp(samples: torch.Tensor, *, step_size: float = 1.0, mode:
     return MedianResult(avg, passes, converged, history)
 
 
+@accepts(samples=Tensor("n", "d", degenerate=("coincident",)), max_iter=Int(ge=1), tol=Real(ge=0), eps=Real(gt=0),
+         example=lambda ctx: {"max_iter": 50})
 def weiszfeld_geometric_median(samples: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-10,
                                eps: float = 1e-12) -> MedianResult:
     r"""Geometric median by Weiszfeld's fixed-point iteration (the deterministic reference).

@@ -12,9 +12,26 @@ from typing import Any, NamedTuple
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Generator, Int, Real, Spec, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_nonnegative, check_number
 
 __all__ = ["MuReadout", "InfShape", "infshape", "mup_param_groups", "mup_init_", "set_readout_width_mult"]
+
+
+class _Module(Spec):
+    """A ``torch.nn.Module`` (a spec :mod:`paperzoo.core.accepts` does not have yet)."""
+
+    def check(self, name, value, binding):
+        if not isinstance(value, torch.nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+
+
+def _example_models(ctx) -> dict:
+    def mlp(n):
+        return torch.nn.Sequential(torch.nn.Linear(4, n, dtype=ctx.dtype), torch.nn.ReLU(),
+                                   torch.nn.Linear(n, n, dtype=ctx.dtype), torch.nn.ReLU(),
+                                   MuReadout(n, 2, dtype=ctx.dtype))
+    return {"model": mlp(16), "base_model": mlp(8)}
 
 
 class MuReadout(torch.nn.Linear):
@@ -30,6 +47,8 @@ class MuReadout(torch.nn.Linear):
     Input ``(..., in_features)``, output ``(..., out_features)``.
     """
 
+    @accepts(in_features=Int(ge=1), out_features=Int(ge=1), bias=Flag(), width_mult=Real(gt=0), output_mult=Real(),
+             example=lambda ctx: {"in_features": 4, "out_features": 2, "dtype": ctx.dtype})
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, width_mult: float = 1.0,
                  output_mult: float = 1.0, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
@@ -64,6 +83,11 @@ class InfShape(NamedTuple):
         return next((m for m, inf in zip(self.mults, self.infinite) if inf), 1.0)
 
 
+@accepts(p=Tensor(ndims=tuple(range(9)), dtype="any", finite=False),
+         base=Tensor(ndims=tuple(range(9)), dtype="any", finite=False),
+         # parameters of the top rank (8), so that the generic "extra dimension" probe is a real error
+         example=lambda ctx: {"p": torch.zeros(1, 1, 1, 1, 1, 1, 16, 4, dtype=ctx.dtype),
+                              "base": torch.zeros(1, 1, 1, 1, 1, 1, 8, 4, dtype=ctx.dtype)})
 def infshape(p: torch.Tensor, base: torch.Tensor) -> InfShape:
     """:class:`InfShape` of ``p`` against the same parameter ``base`` of the base-width model."""
     if p.dim() != base.dim():
@@ -81,6 +105,7 @@ def _pairs(model: torch.nn.Module, base_model: torch.nn.Module):
     return [(name, p, infshape(p, base[name])) for name, p in named.items()]
 
 
+@accepts(model=_Module(), base_model=_Module(), example=_example_models)
 def set_readout_width_mult(model: torch.nn.Module, base_model: torch.nn.Module) -> None:
     """Set every :class:`MuReadout`'s ``width_mult`` to its fan-in over the base model's."""
     base = dict(base_model.named_modules())
@@ -89,6 +114,8 @@ def set_readout_width_mult(model: torch.nn.Module, base_model: torch.nn.Module) 
             module.width_mult = module.in_features / base[name].in_features
 
 
+@accepts(model=_Module(), base_model=_Module(), std=Real(ge=0), readout_zero_init=Flag(), generator=Generator(),
+         example=_example_models)
 @torch.no_grad()
 def mup_init_(model: torch.nn.Module, base_model: torch.nn.Module, *, std: float = 1.0,
               readout_zero_init: bool = False, generator: torch.Generator | None = None) -> None:
@@ -110,6 +137,8 @@ def mup_init_(model: torch.nn.Module, base_model: torch.nn.Module, *, std: float
                     * (std / math.sqrt(fan_in)))
 
 
+@accepts(model=_Module(), base_model=_Module(), lr=Real(ge=0), optimizer=Choice("adam", "sgd"), weight_decay=Real(ge=0),
+         example=lambda ctx: {**_example_models(ctx), "lr": 1e-3})
 def mup_param_groups(model: torch.nn.Module, base_model: torch.nn.Module, lr: float, optimizer: str = "adam",
                      weight_decay: float = 0.0) -> list[dict[str, Any]]:
     r"""Parameter groups with muP's per-layer learning rates (Tensor Programs V, Table 3, in the

@@ -38,11 +38,10 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core.checks import (check_choice, check_int, check_nonnegative, check_number, check_positive,
-                                  check_same_shape, check_tensor)
-from paperzoo.optim._common import check_flag
+from paperzoo.core.accepts import Choice, Flag, Int, Real, Tensor, accepts
+from paperzoo.core.checks import check_number
 from paperzoo.core.convergence import check_finite_iterate, warn_not_converged
-from paperzoo.optim.subgradient import soft_threshold
+from paperzoo.optim.subgradient import _soft_threshold
 
 __all__ = ["NonconvexAGResult", "scad_penalty", "mcp_penalty", "prox_scad", "prox_mcp", "ncvx_objective",
            "solve_ncvx_ag", "solve_ncvx_proximal_gradient"]
@@ -72,15 +71,28 @@ class NonconvexAGResult(NamedTuple):
 
 
 def _check_shape_params(penalty, lam, shape):
-    penalty = check_choice("penalty", penalty, PENALTIES)
-    lam = check_nonnegative("lam", lam)
+    """The penalty's shape against its range (the declarations checked that it is a positive number)."""
     if penalty == "scad":
-        shape = check_number("a", shape, low=1.0, low_inclusive=False)
-    elif penalty == "mcp":
-        shape = check_positive("gamma", shape)
-    return penalty, lam, shape
+        shape = check_number("shape (SCAD's a)", shape, low=1.0, low_inclusive=False)
+    return penalty, float(lam), float(shape)
 
 
+def _scad(x, lam, a):
+    t = x.abs()
+    mid = (2 * a * lam * t - t * t - lam**2) / (2 * (a - 1))
+    return torch.where(t <= lam, lam * t, torch.where(t <= a * lam, mid, torch.full_like(t, (a + 1) * lam**2 / 2)))
+
+
+def _mcp(x, lam, gamma):
+    t = x.abs()
+    return torch.where(t <= gamma * lam, lam * t - t * t / (2 * gamma), torch.full_like(t, gamma * lam**2 / 2))
+
+
+# Coefficient vectors (p,) or a batch of them (B, p); elementwise, so any size p.
+_COEFS = dict(max_batch_dims=1, degenerate=("zeros",))
+
+
+@accepts(x=Tensor(..., "p", **_COEFS), lam=Real(ge=0), a=Real(gt=1))
 def scad_penalty(x: torch.Tensor, lam: float, a: float = 3.7) -> torch.Tensor:
     """SCAD (Fan and Li, 2001), elementwise: :math:`\\lambda|t|` for :math:`|t| \\le \\lambda`,
     :math:`\\frac{2a\\lambda|t| - t^2 - \\lambda^2}{2(a-1)}` for :math:`\\lambda < |t| \\le a\\lambda`,
@@ -90,12 +102,10 @@ def scad_penalty(x: torch.Tensor, lam: float, a: float = 3.7) -> torch.Tensor:
         >>> scad_penalty(torch.tensor([0.5, 10.0], dtype=torch.float64), 1.0).tolist()
         [0.5, 2.35]
     """
-    _, lam, a = _check_shape_params("scad", lam, a)
-    t = x.abs()
-    mid = (2 * a * lam * t - t * t - lam**2) / (2 * (a - 1))
-    return torch.where(t <= lam, lam * t, torch.where(t <= a * lam, mid, torch.full_like(t, (a + 1) * lam**2 / 2)))
+    return _scad(x, float(lam), float(a))
 
 
+@accepts(x=Tensor(..., "p", **_COEFS), lam=Real(ge=0), gamma=Real(gt=0))
 def mcp_penalty(x: torch.Tensor, lam: float, gamma: float = 3.0) -> torch.Tensor:
     """MCP (Zhang, 2010), elementwise: :math:`\\lambda|t| - t^2/(2\\gamma)` for :math:`|t| \\le \\gamma\\lambda`,
     :math:`\\gamma\\lambda^2/2` beyond.
@@ -104,9 +114,7 @@ def mcp_penalty(x: torch.Tensor, lam: float, gamma: float = 3.0) -> torch.Tensor
         >>> mcp_penalty(torch.tensor([1.0, 10.0]), 1.0, 2.0).tolist()
         [0.75, 1.0]
     """
-    _, lam, gamma = _check_shape_params("mcp", lam, gamma)
-    t = x.abs()
-    return torch.where(t <= gamma * lam, lam * t - t * t / (2 * gamma), torch.full_like(t, gamma * lam**2 / 2))
+    return _mcp(x, float(lam), float(gamma))
 
 
 def _concave_grad(x, penalty, lam, shape):
@@ -123,10 +131,24 @@ def _concave_grad(x, penalty, lam, shape):
 def _penalty_value(x, penalty, lam, shape):
     if penalty == "l1":
         return lam * x.abs().sum()
-    fn = scad_penalty if penalty == "scad" else mcp_penalty
+    fn = _scad if penalty == "scad" else _mcp
     return fn(x, lam, shape).sum()
 
 
+def _prox_scad(z, lam, a, t):
+    r, sgn = z.abs(), torch.sign(z)
+    low = sgn * (r - t * lam).clamp_min(0.0)
+    mid = ((a - 1) * z - sgn * a * t * lam) / (a - 1 - t)
+    return torch.where(r <= (1 + t) * lam, low, torch.where(r <= a * lam, mid, z))
+
+
+def _prox_mcp(z, lam, gamma, t):
+    r, sgn = z.abs(), torch.sign(z)
+    mid = sgn * (r - t * lam).clamp_min(0.0) / (1 - t / gamma)
+    return torch.where(r <= gamma * lam, mid, z)
+
+
+@accepts(z=Tensor(..., "p", **_COEFS), lam=Real(ge=0), a=Real(gt=1), step=Real(gt=0))
 def prox_scad(z: torch.Tensor, lam: float, a: float = 3.7, step: float = 1.0) -> torch.Tensor:
     """Closed-form :math:`\\operatorname{prox}_{t\\,p^{SCAD}_\\lambda}(z)`, valid for :math:`t < a - 1`:
 
@@ -141,16 +163,13 @@ def prox_scad(z: torch.Tensor, lam: float, a: float = 3.7, step: float = 1.0) ->
         >>> [round(v, 4) for v in prox_scad(torch.tensor([0.5, 1.5, 3.0, 5.0]), 1.0).tolist()]
         [0.0, 0.5, 2.5882, 5.0]
     """
-    _, lam, a = _check_shape_params("scad", lam, a)
-    t = check_positive("step", step)
+    lam, a, t = float(lam), float(a), float(step)
     if t >= a - 1:
         raise ValueError(f"step must be < a - 1 = {a - 1} for a single-valued SCAD prox, got {t!r}")
-    r, sgn = z.abs(), torch.sign(z)
-    low = sgn * (r - t * lam).clamp_min(0.0)
-    mid = ((a - 1) * z - sgn * a * t * lam) / (a - 1 - t)
-    return torch.where(r <= (1 + t) * lam, low, torch.where(r <= a * lam, mid, z))
+    return _prox_scad(z, lam, a, t)
 
 
+@accepts(z=Tensor(..., "p", **_COEFS), lam=Real(ge=0), gamma=Real(gt=0), step=Real(gt=0))
 def prox_mcp(z: torch.Tensor, lam: float, gamma: float = 3.0, step: float = 1.0) -> torch.Tensor:
     """Closed-form :math:`\\operatorname{prox}_{t\\,p^{MCP}_\\lambda}(z)` (firm thresholding), valid for
     :math:`t < \\gamma`: :math:`0` for :math:`|z| \\le t\\lambda`,
@@ -161,13 +180,10 @@ def prox_mcp(z: torch.Tensor, lam: float, gamma: float = 3.0, step: float = 1.0)
         >>> prox_mcp(torch.tensor([0.5, 1.5, 5.0]), 1.0, 3.0).tolist()
         [0.0, 0.75, 5.0]
     """
-    _, lam, gamma = _check_shape_params("mcp", lam, gamma)
-    t = check_positive("step", step)
+    lam, gamma, t = float(lam), float(gamma), float(step)
     if t >= gamma:
         raise ValueError(f"step must be < gamma = {gamma} for a single-valued MCP prox, got {t!r}")
-    r, sgn = z.abs(), torch.sign(z)
-    mid = sgn * (r - t * lam).clamp_min(0.0) / (1 - t / gamma)
-    return torch.where(r <= gamma * lam, mid, z)
+    return _prox_mcp(z, lam, gamma, t)
 
 
 def _loss_and_grad(X, y, beta, loss):
@@ -179,11 +195,21 @@ def _loss_and_grad(X, y, beta, loss):
     return (torch.nn.functional.softplus(u) - y * u).sum() / n, X.T @ (torch.sigmoid(u) - y) / n
 
 
+_PROBLEM = dict(X=Tensor("n", "p"), y=Tensor("n"), penalty=Choice(*PENALTIES), lam=Real(ge=0),
+                shape=Real(gt=0, optional=True), loss=Choice(*LOSSES))
+
+
+def _check_labels(y, loss):
+    if loss == "logistic" and not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError("y must hold labels in {0, 1} for loss='logistic'")
+
+
+@accepts(**_PROBLEM, beta=Tensor("p"))
 def ncvx_objective(X: torch.Tensor, y: torch.Tensor, beta: torch.Tensor, *, penalty: str, lam: float,
                    shape: float | None = None, loss: str = "ls") -> torch.Tensor:
     """:math:`F(\\beta) = \\ell(\\beta) + \\sum_j p_\\lambda(\\beta_j)`, ``X: (n, p)``, ``y: (n,)``, ``beta: (p,)``;
     ``shape`` is SCAD's ``a`` (default 3.7) or MCP's ``gamma`` (default 3)."""
-    loss = check_choice("loss", loss, LOSSES)
+    _check_labels(y, loss)
     penalty, lam, shape = _check_shape_params(penalty, lam, _default_shape(penalty, shape))
     return _loss_and_grad(X, y, beta, loss)[0] + _penalty_value(beta, penalty, lam, shape)
 
@@ -195,20 +221,12 @@ def _default_shape(penalty, shape):
 
 
 def _setup(X, y, penalty, lam, shape, loss, x0, max_iter, tol):
-    check_tensor("X", X, ndim=2)
-    check_tensor("y", y, ndim=1)
-    check_same_shape("y", y, (X.shape[0],), what="rows of X")
-    loss = check_choice("loss", loss, LOSSES)
-    if loss == "logistic" and not bool(((y == 0) | (y == 1)).all()):
-        raise ValueError("y must hold labels in {0, 1} for loss='logistic'")
+    # types, shapes and ranges are checked by the callers' declarations; here the relations between arguments
+    _check_labels(y, loss)
     penalty, lam, shape = _check_shape_params(penalty, lam, _default_shape(penalty, shape))
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
+    max_iter, tol = int(max_iter), float(tol)
     if x0 is None:
         x0 = torch.zeros(X.shape[1], dtype=X.dtype, device=X.device)
-    else:
-        check_tensor("x0", x0, ndim=1)
-        check_same_shape("x0", x0, (X.shape[1],), what="columns of X")
     L_loss = float(torch.linalg.matrix_norm(X, ord=2)) ** 2 / X.shape[0]
     if loss == "logistic":
         L_loss /= 4.0
@@ -230,6 +248,10 @@ def _finish(name, x, k, converged, objective, step, L, max_iter, tol):
     return NonconvexAGResult(x, k, converged, torch.stack(objective), step, L)
 
 
+_SOLVER = dict(_PROBLEM, x0=Tensor("p", optional=True), max_iter=Int(ge=1), tol=Real(ge=0))
+
+
+@accepts(**_SOLVER, example=lambda ctx: {"lam": 0.1, "max_iter": 50})
 def solve_ncvx_ag(X: torch.Tensor, y: torch.Tensor, *, penalty: str = "scad", lam: float, shape: float | None = None,
                   loss: str = "ls", x0: torch.Tensor | None = None, max_iter: int = 5000,
                   tol: float = 1e-10) -> NonconvexAGResult:
@@ -268,8 +290,8 @@ def solve_ncvx_ag(X: torch.Tensor, y: torch.Tensor, *, penalty: str = "scad", la
         lam_k = beta_step / alpha
         x_md = (1 - alpha) * x_ag + alpha * x
         g = grad_f(x_md)
-        x = soft_threshold(x - lam_k * g, lam_k * lam)
-        x_ag = soft_threshold(x_md - beta_step * g, beta_step * lam)
+        x = _soft_threshold(x - lam_k * g, lam_k * lam)
+        x_ag = _soft_threshold(x_md - beta_step * g, beta_step * lam)
         check_finite_iterate("solve_ncvx_ag", x_ag, k, "check the data scaling")
         objective.append(F(x_ag))
         if tol > 0 and abs(float(objective[-1] - objective[-2])) <= tol * max(1.0, abs(float(objective[-1]))):
@@ -278,6 +300,7 @@ def solve_ncvx_ag(X: torch.Tensor, y: torch.Tensor, *, penalty: str = "scad", la
     return _finish("solve_ncvx_ag", x_ag, k, converged, objective, beta_step, L, max_iter, tol)
 
 
+@accepts(**_SOLVER, split=Flag(), example=lambda ctx: {"lam": 0.1, "max_iter": 50})
 def solve_ncvx_proximal_gradient(X: torch.Tensor, y: torch.Tensor, *, penalty: str = "scad", lam: float,
                                  shape: float | None = None, loss: str = "ls", split: bool = True,
                                  x0: torch.Tensor | None = None, max_iter: int = 5000,
@@ -296,19 +319,22 @@ def solve_ncvx_proximal_gradient(X: torch.Tensor, y: torch.Tensor, *, penalty: s
         >>> res.x.tolist()
         [3.0, 0.0]
     """
-    check_flag("split", split)
     penalty, lam, shape, loss, x, max_iter, tol, L, F, grad_f = _setup(X, y, penalty, lam, shape, loss, x0,
                                                                           max_iter, tol)
     if split:
         step = 1.0 / L
 
         def update(b):
-            return soft_threshold(b - step * grad_f(b), step * lam)
+            return _soft_threshold(b - step * grad_f(b), step * lam)
     else:
         L = float(torch.linalg.matrix_norm(X, ord=2)) ** 2 / X.shape[0] / (4.0 if loss == "logistic" else 1.0)
         step = 1.0 / max(L, 1e-300)
-        prox = {"scad": lambda z: prox_scad(z, lam, shape, step), "mcp": lambda z: prox_mcp(z, lam, shape, step),
-                "l1": lambda z: soft_threshold(z, step * lam)}[penalty]
+        if penalty == "scad" and step >= shape - 1 or penalty == "mcp" and step >= shape:
+            raise ValueError(f"split=False needs the step 1/L = {step!r} below {'a - 1' if penalty == 'scad' else 'gamma'}"
+                             f" = {shape - 1 if penalty == 'scad' else shape!r} (a single-valued prox); pass "
+                             "split=True or a larger shape")
+        prox = {"scad": lambda z: _prox_scad(z, lam, shape, step), "mcp": lambda z: _prox_mcp(z, lam, shape, step),
+                "l1": lambda z: _soft_threshold(z, step * lam)}[penalty]
 
         def update(b):
             return prox(b - step * _loss_and_grad(X, y, b, loss)[1])

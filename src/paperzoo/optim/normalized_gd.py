@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Int, Real, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive
-from paperzoo.optim._common import check_flag, check_optional_flag
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
 from paperzoo.optim.clipping import global_norm
 
 __all__ = ["BetaNormalizedGD", "NormalizedSPIDER", "beta_normalized_step"]
@@ -44,15 +45,11 @@ def beta_normalized_step(params: list[torch.Tensor], directions: list[torch.Tens
     return norm
 
 
-class _NormalizedBase(torch.optim.Optimizer):
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+class _NormalizedBase(CheckedOptimizer):
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["beta"] = check_number("beta", group["beta"], low=0.0, high=1.0)
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("maximize", group["maximize"])
-        check_optional_flag("foreach", group["foreach"])
         self._check_extra(group)
 
     def _check_extra(self, group):
@@ -73,8 +70,9 @@ class _NormalizedBase(torch.optim.Optimizer):
     def _active(self, group):
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
-            if p.grad.is_sparse or torch.is_complex(p):
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients or complex parameters")
+            check_dense_grad(type(self).__name__, p.grad)
+            if torch.is_complex(p):
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
         return params
 
 
@@ -107,6 +105,8 @@ class BetaNormalizedGD(_NormalizedBase):
         weight_decay: L2 coefficient ``>= 0``.
         foreach: multi-tensor implementation (same numbers); ``None`` picks it on CUDA.
         maximize: ascend instead of descend.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step`` only (the method is memoryless).
 
@@ -122,6 +122,7 @@ class BetaNormalizedGD(_NormalizedBase):
         True
     """
 
+    @accepts(**COMMON_HYPERPARAMETERS, beta=Real(ge=0, le=1))
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -131,9 +132,10 @@ class BetaNormalizedGD(_NormalizedBase):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay, foreach=foreach,
-                                      maximize=maximize))
+                                      maximize=maximize, nonfinite=nonfinite))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
@@ -142,6 +144,8 @@ class BetaNormalizedGD(_NormalizedBase):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         for group in self.param_groups:
             params = self._active(group)
             if not params:
@@ -178,14 +182,15 @@ class NormalizedSPIDER(_NormalizedBase):
     :attr:`refresh_due`) it is called once; pass a closure over the large batch :math:`S'` then.
 
     Symbols: :math:`\gamma` = ``lr``, :math:`\beta` = ``beta``, :math:`q` = ``period``. ``weight_decay`` adds
-    :math:`w x` to every gradient (not in the paper); ``maximize`` ascends.
+    :math:`w x` to every gradient (not in the paper); ``maximize`` ascends. Under ``nonfinite``, the gradients of
+    both closure calls are checked before anything changes (the parameters are back at :math:`x_t` first).
 
     Args:
         params: parameters or parameter-group dicts.
         lr: :math:`\gamma \ge 0`.
         beta: normalization exponent in ``[0, 1]`` (default 1, normalized SPIDER).
         period: refresh period :math:`q \ge 1` (an integer; per group).
-        weight_decay, foreach, maximize: as :class:`BetaNormalizedGD`.
+        weight_decay, foreach, maximize, nonfinite: as :class:`BetaNormalizedGD`.
 
     State per parameter: ``step``, ``estimate`` (:math:`v_t`), ``previous`` (:math:`x_{t}` saved for the next
     correction).
@@ -207,6 +212,7 @@ class NormalizedSPIDER(_NormalizedBase):
         True
     """
 
+    @accepts(**COMMON_HYPERPARAMETERS, beta=Real(ge=0, le=1), period=Int(ge=1))
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -217,9 +223,10 @@ class NormalizedSPIDER(_NormalizedBase):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         super().__init__(params, dict(lr=lr, beta=beta, period=period, weight_decay=weight_decay,
-                                      foreach=foreach, maximize=maximize))
+                                      foreach=foreach, maximize=maximize, nonfinite=nonfinite))
 
     def _check_extra(self, group):
         group["period"] = check_int("period", group["period"], low=1)
@@ -243,21 +250,31 @@ class NormalizedSPIDER(_NormalizedBase):
             raise RuntimeError("NormalizedSPIDER requires a closure: it evaluates the same batch at two points")
         with torch.enable_grad():
             loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         due = [self._step_count(g) % g["period"] == 0 for g in self.param_groups]
         current = [[g.clone() for g in self._grads(group, self._active(group))] for group in self.param_groups]
         active = [self._active(group) for group in self.param_groups]
         if not all(due):
-            # Evaluate the same batch at x_{t-1}: swap the saved point in, call the closure, swap back.
+            # Evaluate the same batch at x_{t-1}: swap the saved point in, call the closure, swap back (also when
+            # the closure raises).
             saved = []
-            for group, params, is_due in zip(self.param_groups, active, due):
-                for p in params:
-                    if not is_due and "previous" in self.state[p]:
-                        saved.append((p, p.detach().clone()))
-                        p.copy_(self.state[p]["previous"])
-            with torch.enable_grad():
-                closure()
-            for p, value in saved:
-                p.copy_(value)
+            try:
+                for group, params, is_due in zip(self.param_groups, active, due):
+                    for p in params:
+                        if not is_due and "previous" in self.state[p]:
+                            saved.append((p, p.detach().clone()))
+                            p.copy_(self.state[p]["previous"])
+                with torch.enable_grad():
+                    closure()
+            finally:
+                for p, value in saved:
+                    p.copy_(value)
+            # The gradients at x_{t-1} enter v_t too: check them before any state changes.
+            previous = [[] if is_due else [p.grad for p in params if p.grad is not None]
+                        for params, is_due in zip(active, due)]
+            if self._skip_for_nonfinite(grads=previous):
+                return loss
         for group, params, grads_now, is_due in zip(self.param_groups, active, current, due):
             if not params:
                 continue

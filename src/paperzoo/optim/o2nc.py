@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Function, Generator, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_tensor
-from paperzoo.optim._common import check_flag
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
 
 __all__ = ["O2NC", "min_norm_in_hull", "goldstein_stationarity"]
 
@@ -27,6 +28,8 @@ def _project_simplex(v: torch.Tensor) -> torch.Tensor:
     return (v - tau).clamp_min(0)
 
 
+@accepts(G=Tensor("k", "d", degenerate=("coincident", "zeros")), max_iter=Int(ge=1), tol=Real(ge=0),
+         example=lambda ctx: {"max_iter": 200})
 def min_norm_in_hull(G: torch.Tensor, *, max_iter: int = 2000, tol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
     """The minimum-norm point of the convex hull of the rows of ``G`` (shape ``(k, d)``).
 
@@ -38,8 +41,7 @@ def min_norm_in_hull(G: torch.Tensor, *, max_iter: int = 2000, tol: float = 1e-1
         >>> [round(v, 6) for v in min_norm_in_hull(G)[0].tolist()]
         [0.0, 1.0]
     """
-    check_tensor("G", G, ndim=2)
-    max_iter = check_int("max_iter", max_iter, low=1)
+    max_iter, tol = int(max_iter), float(tol)
     Q = G @ G.T
     L = float(torch.linalg.matrix_norm(Q, ord=2)) or 1.0
     lam = torch.full((G.shape[0],), 1.0 / G.shape[0], dtype=G.dtype, device=G.device)
@@ -55,6 +57,12 @@ def min_norm_in_hull(G: torch.Tensor, *, max_iter: int = 2000, tol: float = 1e-1
     return G.T @ lam, lam
 
 
+def _identity_gradient(points: torch.Tensor) -> torch.Tensor:
+    return points  # the gradient of |x|^2 / 2: the example problem of the declaration
+
+
+@accepts(grad_fn=Function(), x=Tensor("d", degenerate=("zeros",)), delta=Real(gt=0), n_samples=Int(ge=1),
+         generator=Generator(), example=lambda ctx: {"grad_fn": _identity_gradient, "n_samples": 8})
 def goldstein_stationarity(grad_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, delta: float, *,
                            n_samples: int = 100, generator: torch.Generator | None = None) -> float:
     """An upper estimate of the :math:`(\\delta, \\epsilon)`-Goldstein stationarity of ``x``: the smallest
@@ -72,15 +80,17 @@ def goldstein_stationarity(grad_fn: Callable[[torch.Tensor], torch.Tensor], x: t
         n_samples: gradients in the hull, ``>= 1``.
         generator: drives the sampled points.
     """
-    check_tensor("x", x, ndim=1)
-    delta = check_positive("delta", delta)
-    n_samples = check_int("n_samples", n_samples, low=1)
+    delta, n_samples = float(delta), int(n_samples)
     d = x.numel()
     w = torch.randn(n_samples - 1, d, generator=generator, dtype=x.dtype)
     w = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)
     r = torch.rand(n_samples - 1, 1, generator=generator, dtype=x.dtype) ** (1.0 / d)
     points = torch.cat([x[None], x + delta * r * w])
-    return float(torch.linalg.vector_norm(min_norm_in_hull(grad_fn(points))[0]))
+    grads = grad_fn(points)
+    if not isinstance(grads, torch.Tensor) or grads.shape != points.shape or grads.dtype != x.dtype:
+        raise ValueError(f"grad_fn must return a {x.dtype} tensor of shape {tuple(points.shape)} (one gradient per "
+                         f"point), got {tuple(grads.shape) if isinstance(grads, torch.Tensor) else type(grads).__name__}")
+    return float(torch.linalg.vector_norm(min_norm_in_hull(grads)[0]))
 
 
 def _uniform(seed: int, n: int) -> float:
@@ -90,7 +100,7 @@ def _uniform(seed: int, n: int) -> float:
     return float(torch.rand(1, generator=g, dtype=torch.float64))
 
 
-class O2NC(torch.optim.Optimizer):
+class O2NC(CheckedOptimizer):
     r"""O2NC: nonconvex optimisation by feeding the gradients, taken at random points of each step's segment, to
     an online learner that chooses the steps.
 
@@ -127,6 +137,8 @@ class O2NC(torch.optim.Optimizer):
         window: averaging window :math:`T \ge 1`.
         seed: seed of the random segment points :math:`s_n`.
         maximize: ascend the objective instead.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per parameter: ``step``, ``anchor`` (:math:`x_n`), ``delta`` (:math:`\Delta_{n+1}`), ``window_sum``
     (sum of the current window's :math:`w`), ``window_avg`` (last completed window's average; the initial
@@ -145,18 +157,17 @@ class O2NC(torch.optim.Optimizer):
         True
     """
 
+    @accepts(lr=COMMON_HYPERPARAMETERS["lr"], D=Real(ge=0), window=Int(ge=1), seed=Int(ge=0),
+             maximize=COMMON_HYPERPARAMETERS["maximize"], nonfinite=COMMON_HYPERPARAMETERS["nonfinite"])
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3, D: float = 1e-2,
-                 window: int = 100, *, seed: int = 0, maximize: bool = False):
-        super().__init__(params, dict(lr=lr, D=D, window=window, seed=seed, maximize=maximize))
+                 window: int = 100, *, seed: int = 0, maximize: bool = False, nonfinite: str = "raise"):
+        super().__init__(params, dict(lr=lr, D=D, window=window, seed=seed, maximize=maximize, nonfinite=nonfinite))
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["D"] = check_nonnegative("D", group["D"])
         group["window"] = check_int("window", group["window"], low=1)
         group["seed"] = check_int("seed", group["seed"], low=0)
-        check_flag("maximize", group["maximize"])
 
     def window_average(self) -> list[torch.Tensor]:
         """The last completed window's average :math:`\\bar w` for every parameter (in ``param_groups`` order;
@@ -171,14 +182,16 @@ class O2NC(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             lr, D, T = group["lr"], group["D"], group["window"]
             for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("O2NC does not support sparse gradients")
+                check_dense_grad("O2NC", p.grad)
+            for p in params:
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from paperzoo.core.checks import check_choice, check_int, check_positive, check_tensor
-from paperzoo.optim._common import check_flag
+from paperzoo.core.accepts import Choice, Flag, Real, Tensor, accepts
+from paperzoo.core.checks import check_int, check_tensor
 
 __all__ = ["OptimisticOMD"]
 
@@ -56,14 +56,14 @@ class OptimisticOMD:
     With ``optimistic=False`` the hint is always zero: adaptive (AdaGrad-norm) online mirror descent, the
     natural non-optimistic baseline with the same step-size rule.
 
-    Vectorised over independent runs: ``x0`` of shape ``(..., d)`` runs one learner per leading index (step sizes
+    Vectorised over independent runs: ``x0`` of shape ``(B, d)`` runs one learner per row (step sizes
     are per run); gradients passed to :meth:`update` have the same shape.
 
     Symbols: :math:`L` = ``smoothness`` (``None``: no :math:`1/(4L)` cap), :math:`D` = ``D``, :math:`\delta` =
     ``delta``.
 
     Args:
-        x0: initial point :math:`\hat x_1`, shape ``(..., d)``; must lie in the domain.
+        x0: initial point :math:`\hat x_1`, shape ``(d,)`` or ``(B, d)`` (``B`` runs); must lie in the domain.
         mirror: ``"euclidean"`` or ``"entropy"``.
         radius: ball radius (Euclidean only), ``> 0``.
         D: the numerator of the step size, ``> 0`` (default as above).
@@ -82,20 +82,18 @@ class OptimisticOMD:
         True
     """
 
+    @accepts(x0=Tensor(..., "d", max_batch_dims=1), mirror=Choice("euclidean", "entropy"), radius=Real(gt=0),
+             D=Real(gt=0, optional=True), delta=Real(gt=0), smoothness=Real(gt=0, optional=True), optimistic=Flag(),
+             example=lambda ctx: {"x0": torch.zeros(2, ctx.size("d"), dtype=ctx.dtype)})
     def __init__(self, x0: torch.Tensor, *, mirror: str = "euclidean", radius: float = 1.0, D: float | None = None,
                  delta: float = 1.0, smoothness: float | None = None, optimistic: bool = True):
-        check_tensor("x0", x0)
-        if x0.dim() == 0:
-            raise ValueError("x0 must have shape (..., d), got a scalar")
-        self.mirror = check_choice("mirror", mirror, ("euclidean", "entropy"))
-        self.radius = check_positive("radius", radius)
+        self.mirror, self.radius = mirror, float(radius)
         d = x0.shape[-1]
         if D is None:
             D = 2 * self.radius if mirror == "euclidean" else math.sqrt(max(math.log(d), 1e-12))
-        self.D = check_positive("D", D)
-        self.delta = check_positive("delta", delta)
-        self.smoothness = None if smoothness is None else check_positive("smoothness", smoothness)
-        self.optimistic = check_flag("optimistic", optimistic)
+        self.D, self.delta = float(D), float(delta)
+        self.smoothness = None if smoothness is None else float(smoothness)
+        self.optimistic = optimistic
         if mirror == "euclidean":
             if bool((torch.linalg.vector_norm(x0, dim=-1) > self.radius * (1 + 1e-9)).any()):
                 raise ValueError(f"x0 must lie in the ball of radius {self.radius}")

@@ -25,12 +25,17 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Int, Real, Tensor, Tensors, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_tensor
-from paperzoo.optim._common import check_flag
+from paperzoo.core.accepts import Flag, Real, accepts
+from paperzoo.optim._common import NONFINITE, CheckedOptimizer
 
 __all__ = ["PCNGD", "class_mean_losses", "per_class_normalized_grad"]
 
 
+# targets: labels in [0, num_classes) (the upper bound is checked in the body)
+@accepts(losses=Tensor("N", degenerate=("zeros",)), targets=Tensor("N", dtype="int", low=0), num_classes=Int(ge=1),
+         example=lambda ctx: {"num_classes": 4})
 def class_mean_losses(losses: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Per-class mean of per-example losses: :math:`L_c = \\frac{1}{N_c}\\sum_{i: y_i = c} \\ell_i`.
 
@@ -47,21 +52,21 @@ def class_mean_losses(losses: torch.Tensor, targets: torch.Tensor, num_classes: 
         >>> class_mean_losses(torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0, 0, 2]), 3).tolist()
         [2.0, 0.0, 5.0]
     """
-    check_tensor("losses", losses, ndim=1)
-    num_classes = check_int("num_classes", num_classes, low=1)
-    if not isinstance(targets, torch.Tensor) or targets.dim() != 1 or targets.is_floating_point():
-        raise ValueError(f"targets must be a 1-D integer tensor, got {targets!r:.60}")
-    if targets.shape != losses.shape:
-        raise ValueError(f"targets must have shape {tuple(losses.shape)} (one label per loss), got "
-                         f"{tuple(targets.shape)}")
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
-        raise ValueError(f"targets must lie in [0, {num_classes}), got values in "
+    num_classes = int(num_classes)
+    if int(targets.max()) >= num_classes:
+        raise ValueError(f"targets must lie in [0, num_classes) = [0, {num_classes}), got values in "
                          f"[{int(targets.min())}, {int(targets.max())}]")
     sums = torch.zeros(num_classes, dtype=losses.dtype, device=losses.device).index_add(0, targets, losses)
     counts = torch.bincount(targets, minlength=num_classes).to(losses.dtype)
     return sums / counts.clamp_min(1.0)
 
 
+def _two_class_losses(ctx) -> dict:
+    w = torch.randn(ctx.size("d"), generator=ctx.generator, dtype=ctx.dtype).requires_grad_(True)
+    return {"per_class_losses": torch.stack([w.square().sum(), 3.0 * w.sum()]), "params": [w]}
+
+
+@accepts(per_class_losses=Tensor("C"), params=Tensors(), eps=Real(ge=0), example=_two_class_losses)
 def per_class_normalized_grad(
     per_class_losses: torch.Tensor,
     params: Sequence[torch.Tensor],
@@ -89,11 +94,13 @@ def per_class_normalized_grad(
         >>> direction[0].tolist(), norms.tolist()
         ([1.0, 1.0], [200.0, 2.0])
     """
-    check_tensor("per_class_losses", per_class_losses, ndim=1)
-    eps = check_nonnegative("eps", eps)
+    eps = float(eps)
     params = list(params)
     if not params:
         raise ValueError("params must contain at least one tensor, got an empty sequence")
+    if not per_class_losses.requires_grad:
+        raise ValueError("per_class_losses must carry an autograd graph to params (computed from them, outside "
+                         "torch.no_grad), got a tensor that does not require grad")
     direction = [torch.zeros_like(p) for p in params]
     norms = []
     C = per_class_losses.shape[0]
@@ -107,7 +114,7 @@ def per_class_normalized_grad(
     return direction, torch.stack(norms).detach()
 
 
-class PCNGD(torch.optim.Optimizer):
+class PCNGD(CheckedOptimizer):
     r"""PCNGD: gradient descent along the sum of unit-normalized per-class gradients.
 
     References: A Theoretical Analysis of the Learning Dynamics under Class Imbalance (Francazi, Baity-Jesi,
@@ -130,6 +137,9 @@ class PCNGD(torch.optim.Optimizer):
         eps: per-class gradients with norm ``<= eps`` are left out, ``>= 0`` (the norms are global, so the
             first group's ``eps`` is the one used).
         maximize: ascend instead of descend.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`). A non-finite class gradient makes its norm, shared by
+            every group, non-finite, so it counts against every group's policy.
 
     Example:
         >>> import torch
@@ -146,29 +156,40 @@ class PCNGD(torch.optim.Optimizer):
         True
     """
 
+    @accepts(lr=Real(ge=0), eps=Real(ge=0), maximize=Flag(), nonfinite=NONFINITE)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1e-2, *,
-                 eps: float = 1e-12, maximize: bool = False):
-        super().__init__(params, dict(lr=lr, eps=eps, maximize=maximize))
+                 eps: float = 1e-12, maximize: bool = False, nonfinite: str = "raise"):
+        super().__init__(params, dict(lr=lr, eps=eps, maximize=maximize, nonfinite=nonfinite))
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["eps"] = check_nonnegative("eps", group["eps"])
-        check_flag("maximize", group["maximize"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
         """One PCNGD step; ``closure()`` returns the per-class losses (shape ``(C,)``), which are returned."""
         if closure is None:
-            raise RuntimeError("PCNGD needs a closure that returns the per-class losses, shape (C,)")
+            raise ValueError("PCNGD needs a closure that returns the per-class losses, shape (C,): step(closure)")
         with torch.enable_grad():
             losses = closure()
             if not isinstance(losses, torch.Tensor) or losses.dim() != 1:
                 raise ValueError("closure must return the per-class losses as a 1-D tensor, got "
                                  f"{getattr(losses, 'shape', type(losses).__name__)}")
+            # A NaN or inf class loss has no gradient to normalise (per_class_normalized_grad refuses it): the
+            # policy treats it as that class's non-finite gradient, which every group's step would divide by.
+            if self._skip_for_nonfinite(grads=[[losses.detach()]] * len(self.param_groups)):
+                return losses.detach()
             params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
-            direction, _ = per_class_normalized_grad(losses, params, eps=self.param_groups[0]["eps"])
+            direction, norms = per_class_normalized_grad(losses, params, eps=self.param_groups[0]["eps"])
+        # Every group's step divides by the global per-class norms, which are non-finite exactly when a class
+        # gradient is (the direction itself leaves such a class out): each group is checked with them.
+        checked, index = [], 0
+        for group in self.param_groups:
+            n = sum(1 for p in group["params"] if p.requires_grad)
+            checked.append([norms, *direction[index:index + n]])
+            index += n
+        if self._skip_for_nonfinite(grads=checked):
+            return losses.detach()
         index = 0
         for group in self.param_groups:
             sign = 1.0 if group["maximize"] else -1.0

@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from scipy.optimize import isotonic_regression
 
-from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_probability, check_tensor
-from paperzoo.optim._common import check_flag
+from paperzoo.core._accepts_pending import FloatDType
+from paperzoo.core.accepts import Flag, Function, Generator, Int, Real, Tensor, accepts
+from paperzoo.core.checks import check_tensor
 from paperzoo.core.convergence import check_finite_iterate, warn_not_converged
 
 __all__ = ["ProspectResult", "spectral_risk_weights", "spectral_risk_objective", "cvar_spectrum",
@@ -72,7 +73,7 @@ class ProspectResult(NamedTuple):
 
 
 def _check_spectrum(spectrum, n=None):
-    check_tensor("spectrum", spectrum, ndim=1, nonnegative=True)
+    check_tensor("spectrum", spectrum, ndim=1, nonnegative=True)  # floating: bool or integer weights are refused
     if n is not None and spectrum.shape[0] != n:
         raise ValueError(f"spectrum must have shape ({n},) (one weight per loss), got {tuple(spectrum.shape)}")
     if bool((spectrum[1:] < spectrum[:-1] - 1e-12).any()):
@@ -82,6 +83,7 @@ def _check_spectrum(spectrum, n=None):
     return spectrum
 
 
+@accepts(n=Int(ge=1), alpha=Real(gt=0, le=1), dtype=FloatDType())
 def cvar_spectrum(n: int, alpha: float, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Superquantile (CVaR) at level ``alpha`` in (0, 1]: mass :math:`1/(\\alpha n)` on the top
     :math:`\\alpha n` losses (fractional at the boundary), shape ``(n,)``, nondecreasing.
@@ -90,16 +92,14 @@ def cvar_spectrum(n: int, alpha: float, *, dtype: torch.dtype = torch.float64) -
         >>> cvar_spectrum(4, 0.5).tolist()
         [0.0, 0.0, 0.5, 0.5]
     """
-    n = check_int("n", n, low=1)
-    alpha = check_probability("alpha", alpha, allow_one=True)
-    if alpha == 0:
-        raise ValueError("alpha must be > 0, got 0.0")
+    alpha = float(alpha)
     # sigma_i = integral of 1/alpha over the quantile cell [(i-1)/n, i/n] intersected with [1 - alpha, 1].
     edges = torch.arange(n + 1, dtype=dtype) / n
     cdf = ((edges - (1 - alpha)).clamp_min(0.0) / alpha).clamp_max(1.0)
     return cdf[1:] - cdf[:-1]
 
 
+@accepts(n=Int(ge=1), r=Real(ge=1), dtype=FloatDType())
 def extremile_spectrum(n: int, r: float = 2.0, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Extremile of order ``r >= 1``: :math:`\\sigma_i = (i/n)^r - ((i-1)/n)^r`, shape ``(n,)``.
 
@@ -107,12 +107,12 @@ def extremile_spectrum(n: int, r: float = 2.0, *, dtype: torch.dtype = torch.flo
         >>> extremile_spectrum(2, 2.0).tolist()
         [0.25, 0.75]
     """
-    n = check_int("n", n, low=1)
-    r = check_positive("r", r)
+    r = float(r)
     edges = (torch.arange(n + 1, dtype=dtype) / n) ** r
     return edges[1:] - edges[:-1]
 
 
+@accepts(n=Int(ge=1), rho=Real(gt=0), dtype=FloatDType())
 def esrm_spectrum(n: int, rho: float = 1.0, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Exponential spectral risk measure: :math:`\\sigma_i \\propto \\int_{(i-1)/n}^{i/n} e^{\\rho t}dt`,
     shape ``(n,)``.
@@ -121,12 +121,24 @@ def esrm_spectrum(n: int, rho: float = 1.0, *, dtype: torch.dtype = torch.float6
         >>> round(float(esrm_spectrum(3, 2.0).sum()), 12)
         1.0
     """
-    n = check_int("n", n, low=1)
-    rho = check_positive("rho", rho)
+    rho = float(rho)
     edges = torch.expm1(rho * torch.arange(n + 1, dtype=dtype) / n)
     return (edges[1:] - edges[:-1]) / edges[-1]
 
 
+def _spectrum_example(ctx) -> dict:
+    n = ctx.size("n")
+    return {"spectrum": cvar_spectrum(n, 0.5, dtype=ctx.dtype)}
+
+
+# spectrum: nondecreasing and summing to 1 (checked in the body: relations the specs cannot state); of any
+# floating dtype, since it is used in float64 (a float64 spectrum from cvar_spectrum weights float32 losses).
+_SPECTRUM = Tensor("n", dtype="any", nonnegative=True)
+_RISK = dict(losses=Tensor("n", degenerate=("constant", "zeros")), spectrum=_SPECTRUM,
+             nu=Real(ge=0))
+
+
+@accepts(**_RISK, example=_spectrum_example)
 def spectral_risk_weights(losses: torch.Tensor, spectrum: torch.Tensor, nu: float) -> torch.Tensor:
     """The maximising weights :math:`q^{opt}(l) = \\arg\\max_{q\\in\\mathcal P(\\sigma)} q^\\top l -
     \\frac{n\\nu}{2}\\|q - \\mathbf 1/n\\|^2 = \\Pi_{\\mathcal P(\\sigma)}(\\mathbf 1/n + l/(n\\nu))`.
@@ -145,9 +157,11 @@ def spectral_risk_weights(losses: torch.Tensor, spectrum: torch.Tensor, nu: floa
         ...                       cvar_spectrum(4, 0.5), 0.0).tolist()
         [0.5, 0.0, 0.5, 0.0]
     """
-    check_tensor("losses", losses, ndim=1)
+    return _weights(losses, spectrum, float(nu))
+
+
+def _weights(losses, spectrum, nu):
     _check_spectrum(spectrum, losses.shape[0])
-    nu = check_nonnegative("nu", nu)
     q = _project(losses.detach().cpu().numpy().astype(np.float64), spectrum.detach().cpu().numpy().astype(np.float64),
                  nu)
     return torch.as_tensor(q, dtype=losses.dtype, device=losses.device)
@@ -188,6 +202,7 @@ def _project(losses: np.ndarray, sigma: np.ndarray, nu: float) -> np.ndarray:
     return q
 
 
+@accepts(**_RISK, example=_spectrum_example)
 def spectral_risk_objective(losses: torch.Tensor, spectrum: torch.Tensor, nu: float) -> torch.Tensor:
     """:math:`\\max_{q\\in\\mathcal P(\\sigma)} q^\\top l - \\frac{n\\nu}{2}\\|q - \\mathbf 1/n\\|^2` (no ridge term).
 
@@ -195,16 +210,16 @@ def spectral_risk_objective(losses: torch.Tensor, spectrum: torch.Tensor, nu: fl
         >>> float(spectral_risk_objective(torch.tensor([3.0, 1.0, 2.0, 0.0]), cvar_spectrum(4, 0.5, dtype=torch.float32), 0.0))
         2.5
     """
-    q = spectral_risk_weights(losses, spectrum, nu)
+    q = _weights(losses, spectrum, float(nu))
     n = losses.shape[0]
     return q @ losses - 0.5 * n * float(nu) * (q - 1.0 / n).square().sum()
 
 
+# The oracles return a function (no numeric output to check).
+@accepts(X=Tensor("n", "d"), y=Tensor("n"), output="any")
 def squared_loss_oracle(X: torch.Tensor, y: torch.Tensor) -> LossOracle:
     """Oracle ``(w, idx) -> (losses (b,), grads (b, d))`` for :math:`\\ell_i(w) = \\tfrac12(x_i^\\top w - y_i)^2`
     (``idx=None``: every example). ``X: (n, d)``, ``y: (n,)``."""
-    check_tensor("X", X, ndim=2)
-    check_tensor("y", y, ndim=1)
 
     def oracle(w, idx=None):
         Xi, yi = (X, y) if idx is None else (X[idx], y[idx])
@@ -214,10 +229,12 @@ def squared_loss_oracle(X: torch.Tensor, y: torch.Tensor) -> LossOracle:
     return oracle
 
 
+@accepts(X=Tensor("n", "d"), y=Tensor("n"), output="any",
+         example=lambda ctx: {"y": (torch.arange(ctx.size("n")) % 2).to(ctx.dtype)})
 def logistic_loss_oracle(X: torch.Tensor, y: torch.Tensor) -> LossOracle:
     """Oracle for :math:`\\ell_i(w) = \\log(1 + e^{x_i^\\top w}) - y_i x_i^\\top w`, labels in {0, 1}."""
-    check_tensor("X", X, ndim=2)
-    check_tensor("y", y, ndim=1)
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(f"y must hold labels in {{0, 1}}, got values in [{float(y.min())!r}, {float(y.max())!r}]")
 
     def oracle(w, idx=None):
         Xi, yi = (X, y) if idx is None else (X[idx], y[idx])
@@ -227,19 +244,42 @@ def logistic_loss_oracle(X: torch.Tensor, y: torch.Tensor) -> LossOracle:
     return oracle
 
 
+def _problem_example(ctx) -> dict:
+    n, d = ctx.size("n"), ctx.size("d")
+    X = torch.randn(n, d, generator=ctx.generator, dtype=ctx.dtype)
+    y = torch.randn(n, generator=ctx.generator, dtype=ctx.dtype)
+    return {"oracle": squared_loss_oracle(X, y), **_spectrum_example(ctx)}
+
+
+def _full_pass(oracle, w):
+    """``oracle(w, None)``, checked: a tuple of losses ``(n,)`` and gradients ``(n, d)`` in ``w``'s dtype."""
+    out = oracle(w, None)
+    losses, grads = out if isinstance(out, tuple) and len(out) == 2 else (None, None)
+    if not (isinstance(losses, torch.Tensor) and isinstance(grads, torch.Tensor) and losses.dim() == 1
+            and grads.shape == (losses.shape[0], w.shape[0]) and losses.dtype == grads.dtype == w.dtype):
+        raise ValueError(f"oracle(w, None) must return (losses (n,), grads (n, {w.shape[0]})) in the dtype of w "
+                         f"({w.dtype}), got {type(out).__name__}")
+    return losses, grads
+
+
+@accepts(oracle=Function(), w=Tensor("d"), spectrum=_SPECTRUM, nu=Real(ge=0), mu=Real(ge=0),
+         example=_problem_example)
 def prospect_objective(oracle: LossOracle, w: torch.Tensor, spectrum: torch.Tensor, nu: float,
                        mu: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """:math:`F(w)` and :math:`\\nabla F(w) = \\sum_i q^{opt}_i(w)\\nabla\\ell_i(w) + \\mu w` (Danskin), one full pass.
 
     ``w: (d,)``; ``oracle``, ``spectrum``, ``nu``, ``mu`` as in :func:`solve_prospect`.
     """
-    losses, grads = oracle(w, None)
-    q = spectral_risk_weights(losses, spectrum, nu)
+    losses, grads = _full_pass(oracle, w)
+    q = _weights(losses, spectrum, float(nu))
     n = losses.shape[0]
     value = q @ losses - 0.5 * n * nu * (q - 1.0 / n).square().sum() + 0.5 * mu * w.square().sum()
     return value, q @ grads + mu * w
 
 
+@accepts(oracle=Function(), w0=Tensor("d"), spectrum=_SPECTRUM, lr=Real(gt=0), nu=Real(gt=0),
+         mu=Real(ge=0), same_index=Flag(), generator=Generator(), max_epochs=Int(ge=1), tol=Real(ge=0),
+         example=lambda ctx: {**_problem_example(ctx), "lr": 0.01, "max_epochs": 2})
 def solve_prospect(
     oracle: LossOracle,
     w0: torch.Tensor,
@@ -279,18 +319,11 @@ def solve_prospect(
         >>> res.converged
         True
     """
-    check_tensor("w0", w0, ndim=1)
-    lr = check_positive("lr", lr)
-    nu = check_positive("nu", nu)
-    mu = check_nonnegative("mu", mu)
-    check_flag("same_index", same_index)
-    max_epochs = check_int("max_epochs", max_epochs, low=1)
-    tol = check_nonnegative("tol", tol)
+    lr, nu, mu, max_epochs, tol = float(lr), float(nu), float(mu), int(max_epochs), float(tol)
     w = w0.detach().clone()
-    losses, grads = oracle(w, None)
+    losses, grads = _full_pass(oracle, w)
     n = losses.shape[0]
-    _check_spectrum(spectrum, n)
-    q = spectral_risk_weights(losses, spectrum, nu)
+    q = _weights(losses, spectrum, nu)
     sigma_np = spectrum.detach().cpu().numpy().astype(np.float64)
     cpu64 = losses.dtype == torch.float64 and losses.device.type == "cpu"
     rho = q.clone()

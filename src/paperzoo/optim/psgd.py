@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Int, Real, accepts
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_number, check_probability
-from paperzoo.optim._common import check_flag, check_optional_flag
+from paperzoo.optim._common import NONFINITE, CheckedOptimizer, NonFiniteGradientError, check_dense_grad
 from paperzoo.optim.lie_group import kron_precondition
 
 __all__ = ["PSGD", "norm_lower_bound_spd"]
@@ -81,9 +82,17 @@ def _apply(Q: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return Q.unsqueeze(1) * X if Q.dim() == 1 else Q @ X
 
 
+def _solve_upper_t(Q: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``Q^{-T} X`` for an upper-triangular ``Q`` ``(s, s)``; half-precision factors are solved in float32 (torch
+    has no half-precision triangular solve) and the result is rounded back."""
+    if Q.dtype in (torch.float16, torch.bfloat16):
+        return torch.linalg.solve_triangular(Q.mT.float(), X.float(), upper=False).to(X.dtype)
+    return torch.linalg.solve_triangular(Q.mT, X, upper=False)
+
+
 def _apply_inv_t(Q: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """``Q^{-T} X`` (``Q`` upper triangular or diagonal)."""
-    return X / Q.unsqueeze(1) if Q.dim() == 1 else torch.linalg.solve_triangular(Q.mT, X, upper=False)
+    return X / Q.unsqueeze(1) if Q.dim() == 1 else _solve_upper_t(Q, X)
 
 
 def _lipschitz_step_(Q: torch.Tensor, L: torch.Tensor, i: int, grad: torch.Tensor, ell: torch.Tensor, *,
@@ -107,7 +116,7 @@ def _balance_(factors: list[torch.Tensor]) -> None:
             q.mul_(gmean / n)
 
 
-class PSGD(torch.optim.Optimizer):
+class PSGD(CheckedOptimizer):
     r"""PSGD: SGD preconditioned by :math:`P = Q^\top Q`, with :math:`Q` fitted on a Lie group every step.
 
     References: Curvature-Informed SGD via General Purpose Lie-Group Preconditioners (Pooladzandi, Li), 2024;
@@ -156,7 +165,8 @@ class PSGD(torch.optim.Optimizer):
     Curvature pairs (``hessian``):
 
     - ``"exact"``: :math:`v \sim N(0, I)`, :math:`h = Hv` by double back-propagation. The closure is required
-      and must call ``loss.backward(create_graph=True)``.
+      and must call ``loss.backward(create_graph=True)``; a gradient that does not depend on the parameters (a
+      loss linear in them) then has :math:`h = 0`, which the damping turns into a bounded fit.
     - ``"finite_diff"``: :math:`v \sim N(0, I)`, :math:`h = (g(\theta + \sigma v) - g(\theta))/\sigma`,
       :math:`\sigma = \sqrt{\epsilon_{\mathrm{mach}}}`; the closure is required (an ordinary one: ``zero_grad``,
       loss, ``backward``) and is evaluated twice per preconditioner update.
@@ -205,6 +215,10 @@ class PSGD(torch.optim.Optimizer):
         max_skew: a Kronecker factor of size ``s`` is triangular only if ``s**2 <= max_skew * numel``, ``> 0``.
         foreach: accepted, no effect.
         maximize: ascend the objective instead of descending it.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`). The curvature responses :math:`h` (Hessian-vector
+            products, finite differences of a second gradient) are checked too, before any state changes; a
+            skipped step leaves the probe generator where it was.
 
     State per parameter: ``step`` (CPU scalar tensor), ``Q`` (list of Kronecker factors for ``"kron"``; a
     triangular ``(numel, numel)`` matrix for ``"dense"``; a vector ``(numel,)`` for ``"diag"``), ``L`` (one
@@ -228,6 +242,12 @@ class PSGD(torch.optim.Optimizer):
         True
     """
 
+    @accepts(lr=Real(ge=0), precond_type=Choice(*PRECOND_TYPES), hessian=Choice(*HESSIAN_MODES),
+             precond_lr=Real(gt=0, le=1), precond_update_prob=Real(gt=0, le=1),
+             precond_init_scale=Real(gt=0, optional=True), momentum=Real(ge=0, lt=1), weight_decay=Real(ge=0),
+             max_size_triangular=Int(ge=1), grad_clip_max_norm=Real(gt=0, optional=True), seed=Int(ge=0),
+             lipschitz_beta=Real(ge=0, lt=1), damping=Real(ge=0), max_skew=Real(gt=0), foreach=Flag(optional=True),
+             maximize=Flag(), nonfinite=NONFINITE)
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -248,6 +268,7 @@ class PSGD(torch.optim.Optimizer):
         max_skew: float = 1.0,
         foreach: bool | None = None,
         maximize: bool = False,
+        nonfinite: str = "raise",
     ):
         self.hessian = check_choice("hessian", hessian, HESSIAN_MODES)
         seed = check_int("seed", seed, low=0)
@@ -255,13 +276,11 @@ class PSGD(torch.optim.Optimizer):
                         precond_update_prob=precond_update_prob, precond_init_scale=precond_init_scale,
                         momentum=momentum, weight_decay=weight_decay, max_size_triangular=max_size_triangular,
                         grad_clip_max_norm=grad_clip_max_norm, lipschitz_beta=lipschitz_beta, damping=damping,
-                        max_skew=max_skew, foreach=foreach, maximize=maximize)
+                        max_skew=max_skew, foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
         self._generator = torch.Generator().manual_seed(seed)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         check_choice("precond_type", group["precond_type"], PRECOND_TYPES)
         group["precond_lr"] = check_number("precond_lr", group["precond_lr"], low=0.0, high=1.0,
@@ -280,8 +299,6 @@ class PSGD(torch.optim.Optimizer):
         group["lipschitz_beta"] = check_probability("lipschitz_beta", group["lipschitz_beta"])
         group["damping"] = check_nonnegative("damping", group["damping"])
         group["max_skew"] = check_number("max_skew", group["max_skew"], low=0.0, low_inclusive=False)
-        check_flag("maximize", group["maximize"])
-        check_optional_flag("foreach", group["foreach"])
 
     # The probe generator is part of the optimizer's state: a reloaded optimizer continues bit-identically.
     def state_dict(self) -> dict[str, Any]:
@@ -302,37 +319,93 @@ class PSGD(torch.optim.Optimizer):
     def _check_grads(self, params: list[torch.Tensor]) -> None:
         name = type(self).__name__
         for p in params:
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{name} does not support sparse gradients")
+            check_dense_grad(name, p.grad)
             if torch.is_complex(p):
-                raise RuntimeError(f"{name} does not support complex parameters")
+                raise TypeError(f"{name} does not support complex parameters, got a parameter of dtype {p.dtype}")
 
-    def _newton_pairs(self, closure, params: list[torch.Tensor]) -> dict[torch.Tensor, tuple]:
-        """``{param: (v, h)}`` for the parameters whose preconditioner is updated this step (curvature modes)."""
+    def _call_closure(self, closure) -> tuple[Any, dict[torch.Tensor, set[bool]]]:
+        """Call ``closure``; also return, per parameter, the grad modes of the backward passes that reached it
+        (``True`` for ``backward(create_graph=True)``: the engine runs a pass in the grad mode ``create_graph``)."""
+        modes: dict[torch.Tensor, set[bool]] = {}
+        handles = []
+        try:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.requires_grad and p not in modes:
+                        seen = modes[p] = set()
+                        handles.append(p.register_hook(lambda _, seen=seen: seen.add(torch.is_grad_enabled())))
+            with torch.enable_grad():
+                loss = closure()
+        finally:
+            for handle in handles:
+                handle.remove()
+        return loss, modes
+
+    def _check_create_graph(self, constant: list[torch.Tensor], modes: dict[torch.Tensor, set[bool]]) -> None:
+        """Refuse gradients without a graph unless the closure's backward took one (then they are constant)."""
         name = type(self).__name__
+        if any(False in modes.get(p, ()) for p in constant):
+            raise ValueError(f"{name}(hessian='exact'): the closure called backward() without create_graph=True, "
+                             "so no Hessian-vector product can be taken; call loss.backward(create_graph=True) in "
+                             "the closure (or use hessian='finite_diff')")
+        if not any(True in seen for seen in modes.values()):
+            raise ValueError(f"{name}(hessian='exact'): the closure did not back-propagate to the parameters; it "
+                             "must call loss.backward(create_graph=True) so that Hessian-vector products can be "
+                             "taken")
+
+    @staticmethod
+    def _drop_graphs(params: list[torch.Tensor]) -> None:
+        # backward(create_graph=True) leaves each gradient referencing its parameter through the graph: a cycle.
+        for p in params:
+            p.grad = p.grad.detach()
+
+    def _skip(self, params: list[torch.Tensor], grads: list[list[torch.Tensor]] | None = None) -> bool:
+        """The ``nonfinite`` policy; the gradients' graphs are dropped when the step raises or is skipped."""
+        try:
+            skip = self._skip_for_nonfinite(grads=grads)
+        except NonFiniteGradientError:
+            self._drop_graphs(params)
+            raise
+        if skip:
+            self._drop_graphs(params)
+        return skip
+
+    def _newton_pairs(self, closure, params: list[torch.Tensor],
+                      modes: dict[torch.Tensor, set[bool]] | None = None) -> dict[torch.Tensor, tuple]:
+        """``{param: (v, h)}`` for the parameters whose preconditioner is updated this step (curvature modes)."""
         vs = [self._randn(p.shape, p.dtype, p.device) for p in params]
         if self.hessian == "exact":
-            if not all(p.grad.requires_grad for p in params):
-                raise RuntimeError(f"{name}(hessian='exact'): the closure must call loss.backward(create_graph="
-                                   f"True) so that Hessian-vector products can be taken")
-            with torch.enable_grad():
-                hvs = torch.autograd.grad([p.grad for p in params], params, vs, allow_unused=True)
-            return {p: (v, torch.zeros_like(p) if hv is None else hv) for p, v, hv in zip(params, vs, hvs)}
+            # A gradient without a graph, from a backward that took one, does not depend on the parameters: Hv = 0.
+            constant = [p for p in params if not p.grad.requires_grad]
+            if constant:
+                self._check_create_graph(constant, modes or {})
+            graphed = [(p, v) for p, v in zip(params, vs) if p.grad.requires_grad]
+            hvs = {}
+            if graphed:
+                with torch.enable_grad():
+                    out = torch.autograd.grad([p.grad for p, _ in graphed], [p for p, _ in graphed],
+                                              [v for _, v in graphed], allow_unused=True)
+                hvs = {p: hv for (p, _), hv in zip(graphed, out)}
+            return {p: (v, torch.zeros_like(p) if hvs.get(p) is None else hvs[p]) for p, v in zip(params, vs)}
         grads = {p: p.grad.detach().clone() for p in params}
         saved = {p: p.detach().clone() for p in params}
         sigmas = {p: math.sqrt(torch.finfo(p.dtype).eps) for p in params}
         with torch.no_grad():
             for p, v in zip(params, vs):
                 p.add_(v, alpha=sigmas[p])
-        with torch.enable_grad():
-            closure()
         pairs = {}
-        with torch.no_grad():
-            for p, v in zip(params, vs):
-                h = (p.grad.detach() - grads[p]) / sigmas[p] if p.grad is not None else torch.zeros_like(p)
-                pairs[p] = (v, h)
-                p.copy_(saved[p])
-                p.grad = grads[p]
+        try:
+            with torch.enable_grad():
+                closure()
+            with torch.no_grad():
+                for p, v in zip(params, vs):
+                    h = (p.grad.detach() - grads[p]) / sigmas[p] if p.grad is not None else torch.zeros_like(p)
+                    pairs[p] = (v, h)
+        finally:  # back at theta, with its gradient, even when the closure raises
+            with torch.no_grad():
+                for p in params:
+                    p.copy_(saved[p])
+                    p.grad = grads[p]
         return pairs
 
     def _init_state(self, group: dict[str, Any], p: torch.Tensor, q_scale: float) -> None:
@@ -357,7 +430,8 @@ class PSGD(torch.optim.Optimizer):
     def _auto_q_scale(self, pairs: dict[torch.Tensor, tuple], damping: float) -> float:
         """The authors' automatic :math:`Q_0` scale from the first pairs (see the class docstring)."""
         h4 = max(float((h.double() ** 4).mean()) for _, h in pairs.values())
-        scale = (h4 + damping ** 4) ** (-1.0 / 8)
+        # Every h zero and no damping (a loss linear in the parameters): no curvature scale, start from Q = I.
+        scale = (h4 + damping ** 4) ** (-1.0 / 8) if h4 + damping ** 4 > 0 else 1.0
         if self.hessian != "gradient":
             n = sum(v.numel() for v, _ in pairs.values())
             scale *= (sum(float((v.double() ** 2).sum()) for v, _ in pairs.values()) / n) ** 0.25
@@ -391,7 +465,7 @@ class PSGD(torch.optim.Optimizer):
             _balance_(Q)
         elif kind == "dense":
             a = Q @ h.reshape(-1, 1)
-            b = torch.linalg.solve_triangular(Q.mT, v.reshape(-1, 1), upper=False)
+            b = _solve_upper_t(Q, v.reshape(-1, 1))
             ell = (a * a).sum() + (b * b).sum()
             _lipschitz_step_(Q, L, 0, a @ a.mT - b @ b.mT, ell.to(L.dtype), lr=lr, beta=beta, tiny=tiny)
         else:
@@ -413,28 +487,42 @@ class PSGD(torch.optim.Optimizer):
         docstring for what it must call, and its loss (at the unperturbed parameters) is returned."""
         name = type(self).__name__
         if self.hessian != "gradient" and closure is None:
-            raise RuntimeError(f"{name}(hessian={self.hessian!r}) needs a closure; use hessian='gradient' to step "
-                               f"without one")
-        loss = None
-        if closure is not None:
+            raise ValueError(f"{name}(hessian={self.hessian!r}) needs a closure; use hessian='gradient' to step "
+                             f"without one")
+        loss, modes = None, None
+        if closure is not None and self.hessian == "exact":
+            loss, modes = self._call_closure(closure)
+        elif closure is not None:
             with torch.enable_grad():
                 loss = closure()
         groups = [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
         params = [p for _, ps in groups for p in ps]
         self._check_grads(params)
+        if self._skip(params):
+            return loss
+        rng = self._generator.get_state()
         # One draw per step decides every group's update (the authors flip one coin for all tensors).
         u = None
         if any(group["precond_update_prob"] < 1 for group, _ in groups):
             u = float(torch.rand((), generator=self._generator))
         updating = [p for group, ps in groups for p in ps
-                    if len(self.state[p]) == 0 or u is None or u < group["precond_update_prob"]]
+                    if not self.state.get(p) or u is None or u < group["precond_update_prob"]]
         if self.hessian == "gradient":
             grads = {p: (-p.grad if group["maximize"] else p.grad) for group, ps in groups for p in ps}
             pairs = {p: (None, grads[p]) for p in updating}
         else:
-            pairs = self._newton_pairs(closure, updating) if updating else {}
-        for p in params:
-            p.grad = p.grad.detach()
+            try:
+                pairs = self._newton_pairs(closure, updating, modes) if updating else {}
+                # The curvature responses feed the preconditioners: checked before any state changes.
+                skip = self._skip(params, [[pairs[p][1] for p in ps if p in pairs] for _, ps in groups])
+            except BaseException:
+                self._generator.set_state(rng)
+                self._drop_graphs(params)
+                raise
+            if skip:
+                self._generator.set_state(rng)
+                return loss
+        self._drop_graphs(params)
         new = {p: pairs[p] for p in updating if len(self.state[p]) == 0}
         q_scale = self._auto_q_scale(new, self.defaults["damping"]) if new else 1.0
         for group, ps in groups:

@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import torch
 
+from paperzoo.core._accepts_pending import Ints, OneOf
+from paperzoo.core.accepts import Function, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_tensor
 from paperzoo.optim.subgradient import soft_threshold  # re-exported: the one prox of the L1 norm
 
@@ -72,6 +74,13 @@ class Trajectory(NamedTuple):
     diverged: bool
 
 
+def _descent_oracle(x, t):
+    return x  # the gradient of |x|^2 / 2: the example problem of the declarations
+
+
+@accepts(oracle=Function(), x0=Tensor(..., "d", max_batch_dims=1), step_size=OneOf(Real(gt=0), Function()),
+         num_steps=Int(ge=1), prox=Function(optional=True), record=Ints(ge=0, optional=True),
+         example=lambda ctx: {"oracle": _descent_oracle, "step_size": 0.1, "num_steps": 5})
 def run_gradient_method(
     oracle: Callable[[torch.Tensor, int], torch.Tensor],
     x0: torch.Tensor,
@@ -87,8 +96,8 @@ def run_gradient_method(
     the batch moves at once.
 
     Args:
-        oracle: ``(x, t) -> g`` with ``x`` and ``g`` of shape ``(*batch, d)``; ``t = 0, 1, ...``.
-        x0: starting points, shape ``(*batch, d)`` (``(d,)`` for a single run).
+        oracle: ``(x, t) -> g`` with ``x`` and ``g`` of shape ``(B, d)`` (or ``(d,)``); ``t = 0, 1, ...``.
+        x0: starting points, shape ``(B, d)`` for ``B`` runs (``(d,)`` for a single run).
         step_size: :math:`\gamma` (constant, ``> 0``) or ``t -> \gamma_t``.
         num_steps: :math:`T \ge 1`.
         prox: ``(y, gamma) -> x``, the proximal map of :math:`\gamma h`.
@@ -104,12 +113,7 @@ def run_gradient_method(
         >>> bool(traj.last[-1].norm() < 1e-2), traj.n_iter
         (True, 50)
     """
-    check_tensor("x0", x0)
-    if x0.dim() == 0:
-        raise ValueError("x0 must have at least 1 dimension (the last is d), got shape ()")
-    num_steps = check_int("num_steps", num_steps, low=1)
-    if not callable(step_size):
-        check_positive("step_size", step_size)
+    num_steps = int(num_steps)
     if record is None:
         record_set = list(range(num_steps + 1))
     else:
@@ -128,8 +132,12 @@ def run_gradient_method(
     if 0 in wanted:
         keep(0)
     for t in range(num_steps):
-        gamma = step_size(t) if callable(step_size) else step_size
-        x = x - gamma * oracle(x, t)
+        gamma = check_positive(f"step_size({t})", step_size(t)) if callable(step_size) else step_size
+        g = oracle(x, t)
+        if t == 0 and (not isinstance(g, torch.Tensor) or g.shape != x.shape):
+            raise ValueError(f"oracle must return a tensor of shape {tuple(x.shape)} (that of x0), got "
+                             f"{tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__}")
+        x = x - gamma * g
         if prox is not None:
             x = prox(x, gamma)
         running_sum += x
@@ -147,6 +155,11 @@ def run_gradient_method(
     return Trajectory(torch.tensor(record_set), torch.stack(lasts), torch.stack(avgs), n_iter, diverged)
 
 
+# t: step counts, integer or floating (the bounds are computed in float64)
+_STEPS = Tensor("T", dtype="any", nonnegative=True)
+
+
+@accepts(t=_STEPS, L=Real(gt=0), r0_sq=Real(ge=0))
 def gd_convex_bound(t: torch.Tensor, L: float, r0_sq: float) -> torch.Tensor:
     r"""Handbook bound for gradient descent (and proximal GD) with :math:`\gamma = 1/L` on a convex :math:`L`-smooth
     objective: :math:`f(x_t) - f_* \le \dfrac{L\,\|x_0 - x_*\|^2}{2t}` for :math:`t \ge 1` (``r0_sq`` =
@@ -162,6 +175,7 @@ def gd_convex_bound(t: torch.Tensor, L: float, r0_sq: float) -> torch.Tensor:
     return torch.where(t > 0, L * r0_sq / (2 * t.clamp_min(1.0)), torch.full_like(t, math.inf))
 
 
+@accepts(t=_STEPS, L=Real(gt=0), mu=Real(ge=0), r0_sq=Real(ge=0))
 def gd_strongly_convex_bound(t: torch.Tensor, L: float, mu: float, r0_sq: float) -> torch.Tensor:
     r"""Handbook bound for gradient descent with :math:`\gamma = 1/L` on a :math:`\mu`-strongly convex, :math:`L`-smooth
     objective: :math:`\|x_t - x_*\|^2 \le (1 - \mu/L)^t \|x_0 - x_*\|^2`.
@@ -177,6 +191,7 @@ def gd_strongly_convex_bound(t: torch.Tensor, L: float, mu: float, r0_sq: float)
     return (1 - mu / L) ** t * r0_sq
 
 
+@accepts(t=_STEPS, gamma=Real(gt=0), mu=Real(gt=0), r0_sq=Real(ge=0), sigma_star_sq=Real(ge=0))
 def sgd_strongly_convex_bound(t: torch.Tensor, gamma: float, mu: float, r0_sq: float,
                               sigma_star_sq: float) -> torch.Tensor:
     r"""Handbook bound for SGD with a constant step :math:`\gamma \le 1/(2L_{\max})` on a :math:`\mu`-strongly convex sum
@@ -362,6 +377,10 @@ class BoundCheck(NamedTuple):
     n_violations: int
 
 
+# Both are converted to float64, so any real dtype is accepted; NaN in measured counts as a violation and an
+# infinite bound (gd_convex_bound at t = 0) is vacuous. max_ratio is inf where the bound is 0 and measured > 0.
+@accepts(measured=Tensor(ndims=(1, 2), dtype="any", finite=False), bound=Tensor(ndims=(1, 2), dtype="any", finite=False),
+         rtol=Real(ge=0), infinite_ok=("max_ratio",))
 def check_bound(measured: torch.Tensor, bound: torch.Tensor, *, rtol: float = 0.0) -> BoundCheck:
     """Compare ``measured`` with ``bound`` entrywise (same shape; NaN in ``measured`` counts as a violation).
 
@@ -390,6 +409,12 @@ class SlopeFit(NamedTuple):
     r2: float
 
 
+def _check_abscissa(name: str, u: torch.Tensor) -> None:
+    """A line is determined only by two distinct abscissae (the slope is 0/0 otherwise)."""
+    if u.numel() < 2 or bool((u == u[0]).all()):
+        raise ValueError(f"{name} must hold at least two distinct values for a fit, got {u.tolist()!r:.80}")
+
+
 def _fit(u: torch.Tensor, v: torch.Tensor) -> SlopeFit:
     u, v = u.double(), v.double()
     um, vm = u.mean(), v.mean()
@@ -401,6 +426,14 @@ def _fit(u: torch.Tensor, v: torch.Tensor) -> SlopeFit:
     return SlopeFit(float(slope), float(intercept), float(r2))
 
 
+def _positive_series(ctx):
+    n = ctx.size("n")
+    return {"x": 10.0 ** torch.arange(1, n + 1, dtype=ctx.dtype),
+            "y": torch.rand(n, generator=ctx.generator, dtype=ctx.dtype) + 0.1}
+
+
+@accepts(x=Tensor("n", dtype="any", degenerate=("constant",)), y=Tensor("n", degenerate=("constant",)),
+         example=_positive_series)
 def fit_loglog_slope(x: torch.Tensor, y: torch.Tensor) -> SlopeFit:
     """Slope of :math:`\\log y` against :math:`\\log x` (both 1-D, positive, at least two distinct ``x``).
 
@@ -409,15 +442,15 @@ def fit_loglog_slope(x: torch.Tensor, y: torch.Tensor) -> SlopeFit:
         >>> round(fit_loglog_slope(x, 3 * x ** -0.5).slope, 6)
         -0.5
     """
-    check_tensor("x", x, ndim=1)
-    check_tensor("y", y, ndim=1)
-    if x.shape != y.shape or x.numel() < 2:
-        raise ValueError(f"x and y must have the same length >= 2, got {x.numel()} and {y.numel()}")
+    _check_abscissa("x", x)
     if bool((x <= 0).any()) or bool((y <= 0).any()):
         raise ValueError("x and y must be > 0 entrywise for a log-log fit")
     return _fit(x.double().log(), y.double().log())
 
 
+@accepts(t=Tensor("n", dtype="any", degenerate=("constant",)), y=Tensor("n", degenerate=("constant",)),
+         example=lambda ctx: {"t": torch.arange(ctx.size("n"), dtype=ctx.dtype),
+                              "y": _positive_series(ctx)["y"]})
 def fit_linear_rate(t: torch.Tensor, y: torch.Tensor) -> float:
     """Per-step contraction :math:`\\rho` of a linear rate :math:`y_t \\approx C\\rho^t`, fitted on :math:`\\log y`.
 
@@ -426,10 +459,7 @@ def fit_linear_rate(t: torch.Tensor, y: torch.Tensor) -> float:
         >>> round(fit_linear_rate(t, 2 * 0.9 ** t), 6)
         0.9
     """
-    check_tensor("t", t, ndim=1)
-    check_tensor("y", y, ndim=1)
-    if t.shape != y.shape or t.numel() < 2:
-        raise ValueError(f"t and y must have the same length >= 2, got {t.numel()} and {y.numel()}")
+    _check_abscissa("t", t)
     if bool((y <= 0).any()):
         raise ValueError("y must be > 0 entrywise for a linear-rate fit")
     return math.exp(_fit(t.double(), y.double().log()).slope)

@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Choice, Flag, Function, Int, Real, accepts
 from paperzoo.core.checks import check_nonnegative, check_positive
 from paperzoo.optim._common import check_flag
+from paperzoo.optim._common import NONFINITE
 from paperzoo.optim.wrappers import ClosureWrapper
 
 __all__ = ["SAM"]
@@ -47,7 +49,10 @@ class SAM(ClosureWrapper):
         rho: radius :math:`\rho \ge 0` of the ascent step (``0`` gives the base optimizer with a doubled cost).
         adaptive: ASAM's scale-invariant ball.
         perturb_eps: :math:`\delta > 0`, keeps a zero gradient from dividing by zero.
-        **base_kwargs: the base optimizer's arguments (``lr``, ``momentum``, ``weight_decay`` ...), checked by it.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`).
+        **base_kwargs: the base optimizer's arguments (``lr``, ``momentum``, ``weight_decay`` ...); torch.optim's own names are
+            checked with paperzoo's messages, unknown ones by the base optimizer.
 
     Example:
         >>> import torch
@@ -65,11 +70,12 @@ class SAM(ClosureWrapper):
         True
     """
 
+    @accepts(base_optimizer=Function(), rho=Real(ge=0), adaptive=Flag(), perturb_eps=Real(gt=0), nonfinite=NONFINITE)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
                  base_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD, rho: float = 0.05,
-                 adaptive: bool = False, perturb_eps: float = 1e-12, **base_kwargs):
-        super().__init__(params, base_optimizer, dict(rho=rho, adaptive=adaptive, perturb_eps=perturb_eps),
-                         base_kwargs)
+                 adaptive: bool = False, perturb_eps: float = 1e-12, nonfinite: str = "raise", **base_kwargs):
+        super().__init__(params, base_optimizer, dict(rho=rho, adaptive=adaptive, perturb_eps=perturb_eps,
+                                                      nonfinite=nonfinite), base_kwargs)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         group["rho"] = check_nonnegative("rho", group["rho"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from paperzoo.core.checks import check_int, check_number
+from paperzoo.core.accepts import Int, Real, accepts
 
 __all__ = ["StepDecay", "step_decay_schedule"]
 
@@ -25,9 +25,9 @@ class StepDecay:
         stage_length: :math:`K \ge 1`, steps per stage.
     """
 
+    @accepts(decay=Real(ge=1), stage_length=Int(ge=1))
     def __init__(self, decay: float, stage_length: int):
-        self.decay = check_number("decay", decay, low=1.0)
-        self.stage_length = check_int("stage_length", stage_length, low=1)
+        self.decay, self.stage_length = float(decay), int(stage_length)
 
     def __call__(self, step: int) -> float:
         return self.decay ** -(int(step) // self.stage_length)
@@ -36,6 +36,8 @@ class StepDecay:
         return f"StepDecay(decay={self.decay!r}, stage_length={self.stage_length!r})"
 
 
+# The result is a callable multiplier (no numeric output to check).
+@accepts(total_steps=Int(ge=1), decay=Real(ge=1), stage_length=Int(ge=1, optional=True), output="any")
 def step_decay_schedule(total_steps: int, *, decay: float = 2.0, stage_length: int | None = None) -> StepDecay:
     r"""Step decay: :math:`\eta_t = \eta_0\, C^{-\ell}` during stage :math:`\ell = \lfloor t / K \rfloor`.
 
@@ -65,7 +67,7 @@ def step_decay_schedule(total_steps: int, *, decay: float = 2.0, stage_length: i
         >>> [step_decay_schedule(16, stage_length=4)(t) for t in (0, 3, 4, 8, 15)]
         [1.0, 1.0, 0.5, 0.25, 0.125]
     """
-    total_steps = check_int("total_steps", total_steps, low=1)
+    total_steps = int(total_steps)
     if stage_length is None:
         stage_length = math.ceil(total_steps / max(1.0, math.log2(total_steps)))
     return StepDecay(decay, stage_length)

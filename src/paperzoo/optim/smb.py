@@ -10,11 +10,35 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Real, Tensor, accepts
 from paperzoo.core.checks import check_nonnegative, check_number, check_positive
+from paperzoo.optim._common import NONFINITE, CheckedOptimizer, NonFiniteGradientError, check_dense_grad
 
 __all__ = ["SMB", "smb_model_step"]
 
 
+def _smb_model_step(s: torch.Tensor, g: torch.Tensor, g_trial: torch.Tensor, eta: float) -> torch.Tensor:
+    """Unchecked :func:`smb_model_step` (the optimizer's per-step path)."""
+    sf, gf, y = s.reshape(-1), g.reshape(-1), (g_trial - g).reshape(-1)
+    ss, yy, gg = sf.dot(sf), y.dot(y), gf.dot(gf)
+    ys, yg, sg = y.dot(sf), y.dot(gf), sf.dot(gf)
+    sigma = 0.5 * (ss.sqrt() * (yy.sqrt() + gg.sqrt() / eta) - ys)
+    theta = (ys + 2.0 * sigma) ** 2 - ss * yy
+    degenerate = (sigma <= 0) | (theta <= 0)
+    # sigma > 0 and theta > 0 whenever g != 0 (Cauchy-Schwarz); guard the denominators rather than branch.
+    sigma_safe = torch.where(degenerate, torch.ones_like(sigma), sigma)
+    theta_safe = torch.where(degenerate, torch.ones_like(theta), theta)
+    cg = -ss / (2.0 * sigma_safe)
+    cs = cg / theta_safe * (-(ys + 2.0 * sigma) * yg + yy * sg)
+    cy = cg / theta_safe * (-(ys + 2.0 * sigma) * sg + ss * yg)
+    d = cs * s + cg * g + cy * (g_trial - g)
+    return torch.where(degenerate, torch.zeros_like(d), d)
+
+
+# One parameter tensor of any shape (up to 8 dimensions); the three must share it (checked in the body).
+_ANY_RANK = (1, 0, 2, 3, 4, 5, 6, 7, 8)  # the first is the rank of the example
+@accepts(s=Tensor(ndims=_ANY_RANK), g=Tensor(ndims=_ANY_RANK, degenerate=("zeros",)), g_trial=Tensor(ndims=_ANY_RANK),
+         eta=Real(gt=0))
 def smb_model_step(s: torch.Tensor, g: torch.Tensor, g_trial: torch.Tensor, eta: float) -> torch.Tensor:
     r"""SMB's model step for one tensor: the minimiser of the local model built from one trial step.
 
@@ -50,27 +74,22 @@ def smb_model_step(s: torch.Tensor, g: torch.Tensor, g_trial: torch.Tensor, eta:
         >>> [round(v, 6) + 0.0 for v in smb_model_step(s, g, g.clone(), 0.9).tolist()]  # linear: eta * |s| along -g
         [-0.45, 0.0]
     """
-    sf, gf, y = s.reshape(-1), g.reshape(-1), (g_trial - g).reshape(-1)
-    ss, yy, gg = sf.dot(sf), y.dot(y), gf.dot(gf)
-    ys, yg, sg = y.dot(sf), y.dot(gf), sf.dot(gf)
-    sigma = 0.5 * (ss.sqrt() * (yy.sqrt() + gg.sqrt() / eta) - ys)
-    theta = (ys + 2.0 * sigma) ** 2 - ss * yy
-    degenerate = (sigma <= 0) | (theta <= 0)
-    # sigma > 0 and theta > 0 whenever g != 0 (Cauchy-Schwarz); guard the denominators rather than branch.
-    sigma_safe = torch.where(degenerate, torch.ones_like(sigma), sigma)
-    theta_safe = torch.where(degenerate, torch.ones_like(theta), theta)
-    cg = -ss / (2.0 * sigma_safe)
-    cs = cg / theta_safe * (-(ys + 2.0 * sigma) * yg + yy * sg)
-    cy = cg / theta_safe * (-(ys + 2.0 * sigma) * sg + ss * yg)
-    d = cs * s + cg * g + cy * (g_trial - g)
-    return torch.where(degenerate, torch.zeros_like(d), d)
+    _check_same_shapes(s=s, g=g, g_trial=g_trial)
+    return _smb_model_step(s, g, g_trial, float(eta))
+
+
+def _check_same_shapes(**tensors: torch.Tensor) -> None:
+    (first, x), *rest = tensors.items()
+    for name, t in rest:
+        if t.shape != x.shape:
+            raise ValueError(f"{name} must have the shape of {first} {tuple(x.shape)}, got {tuple(t.shape)}")
 
 
 def _value(loss) -> float:
     return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
 
-class SMB(torch.optim.Optimizer):
+class SMB(CheckedOptimizer):
     r"""SMB: an SGD trial step, kept when it passes a stochastic Armijo test, else replaced by a model step.
 
     References: Bolstering Stochastic Gradient Descent with Model Building (Birbil, Martin, Onay, Öztoprak), 2024
@@ -105,6 +124,10 @@ class SMB(torch.optim.Optimizer):
         c: Armijo constant, in ``[0, 1)``.
         eta: model step length factor, ``> 0``.
         grad_tol: gradient norm below which no model step is built, ``>= 0``.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`). Both gradients are checked, :math:`g` before the trial
+            step and :math:`g^+` after it; for a non-finite :math:`g^+` the parameters are put back at :math:`x`
+            (and ``p.grad`` back to :math:`g`) before the step raises or is skipped.
 
     State: ``state["n_steps"]`` and ``state["n_model_steps"]`` (optimizer-level counters; their ratio is the
     fraction of rejected trial steps the paper's auto-scheduler reacts to).
@@ -125,15 +148,14 @@ class SMB(torch.optim.Optimizer):
         True
     """
 
+    @accepts(lr=Real(ge=0), c=Real(ge=0, lt=1), eta=Real(gt=0), grad_tol=Real(ge=0), nonfinite=NONFINITE)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1.0, c: float = 0.1,
-                 eta: float = 0.99, grad_tol: float = 1e-8):
-        super().__init__(params, dict(lr=lr, c=c, eta=eta, grad_tol=grad_tol))
+                 eta: float = 0.99, grad_tol: float = 1e-8, *, nonfinite: str = "raise"):
+        super().__init__(params, dict(lr=lr, c=c, eta=eta, grad_tol=grad_tol, nonfinite=nonfinite))
         self.state["n_steps"] = 0
         self.state["n_model_steps"] = 0
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["c"] = check_number("c", group["c"], low=0.0, high=1.0, high_inclusive=False)
         group["eta"] = check_positive("eta", group["eta"])
@@ -144,17 +166,22 @@ class SMB(torch.optim.Optimizer):
         """One SMB step; ``closure`` zeroes the gradients, evaluates the loss on a fixed mini-batch, calls
         ``backward`` and returns the loss. Returns the loss at the starting point."""
         if closure is None:
-            raise RuntimeError("SMB needs a closure: step(closure) where closure zeroes the gradients, computes the "
-                               "loss on the current mini-batch, calls backward() and returns the loss")
+            raise ValueError("SMB needs a closure: step(closure) where closure zeroes the gradients, computes the "
+                             "loss on the current mini-batch, calls backward() and returns the loss")
         closure = torch.enable_grad()(closure)
         loss = closure()
+        live = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
+        for p in (p for params in live for p in params):
+            check_dense_grad(type(self).__name__, p.grad)
+        if self._skip_for_nonfinite():
+            return loss
+        # The trial gradient is checked at x + s: keep x to put the parameters back exactly if it is non-finite.
+        guarded = any(group["nonfinite"] != "ignore" for group in self.param_groups)
+        starts = [[p.detach().clone() for p in params] for params in live] if guarded else None
         work = []  # (group, params, starting gradients, trial steps)
         decrease = 0.0
         gnorm_sq = 0.0
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if any(p.grad.is_sparse for p in params):
-                raise RuntimeError("SMB does not support sparse gradients")
+        for group, params in zip(self.param_groups, live):
             grads = [p.grad.detach().clone() for p in params]
             steps = [g.mul(-group["lr"]) for g in grads]
             sq = sum(float(g.double().square().sum()) for g in grads)
@@ -164,6 +191,16 @@ class SMB(torch.optim.Optimizer):
                 p.add_(s)
             work.append((group, params, grads, steps))
         trial_loss = closure()
+        if guarded:
+            try:
+                skip = self._skip_for_nonfinite(grads=[[p.grad for p in params if p.grad is not None]
+                                                       for params in live])
+            except NonFiniteGradientError:
+                self._restore(work, starts)
+                raise
+            if skip:
+                self._restore(work, starts)
+                return loss
         self.state["n_steps"] += 1
         if gnorm_sq ** 0.5 < min(group["grad_tol"] for group in self.param_groups) or not work:
             return loss
@@ -177,3 +214,11 @@ class SMB(torch.optim.Optimizer):
                 # The model step is taken from x, and the parameter currently sits at x + s.
                 p.add_(d - s)
         return loss
+
+    @staticmethod
+    def _restore(work, starts) -> None:
+        """Put every parameter back at its starting point ``x`` and its gradient back to ``g``."""
+        for (_, params, grads, _), xs in zip(work, starts):
+            for p, g, x in zip(params, grads, xs):
+                p.copy_(x)
+                p.grad = g

@@ -11,12 +11,26 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.accepts import Tensor as _Tensor
+from paperzoo.core.accepts import Flag, Int, Real, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive
-from paperzoo.optim._common import check_flag
+from paperzoo.optim._common import NONFINITE, CheckedOptimizer, NonFiniteGradientError
 
 __all__ = ["SSO", "target_surrogate"]
 
 
+def _target_surrogate(z: torch.Tensor, z_t: torch.Tensor, g_t: torch.Tensor, eta: float) -> torch.Tensor:
+    """Unchecked :func:`target_surrogate` (the optimizer's inner loop)."""
+    diff = z - z_t
+    return (g_t * diff).sum() + diff.pow(2).sum() / (2.0 * eta)
+
+
+# Targets of any shape (up to 8 dimensions); the three must share it (checked in the body).
+_ANY_RANK = (1, 0, 2, 3, 4, 5, 6, 7, 8)  # the first is the rank of the example
+
+
+@accepts(z=_Tensor(ndims=_ANY_RANK), z_t=_Tensor(ndims=_ANY_RANK), g_t=_Tensor(ndims=_ANY_RANK, degenerate=("zeros",)),
+         eta=Real(gt=0))
 def target_surrogate(z: torch.Tensor, z_t: torch.Tensor, g_t: torch.Tensor, eta: float) -> torch.Tensor:
     r"""The SSO surrogate in target space, without its constant :math:`\ell(z_t)`.
 
@@ -39,11 +53,13 @@ def target_surrogate(z: torch.Tensor, z_t: torch.Tensor, g_t: torch.Tensor, eta:
         >>> float(target_surrogate(z_t - 0.5 * g, z_t, g, 0.5)) == float(-0.25 * g.pow(2).sum())
         True
     """
-    diff = z - z_t
-    return (g_t * diff).sum() + diff.pow(2).sum() / (2.0 * eta)
+    for name, t in (("z_t", z_t), ("g_t", g_t)):
+        if t.shape != z.shape:
+            raise ValueError(f"{name} must have the shape of z {tuple(z.shape)}, got {tuple(t.shape)}")
+    return _target_surrogate(z, z_t, g_t, float(eta))
 
 
-class SSO(torch.optim.Optimizer):
+class SSO(CheckedOptimizer):
     r"""SSO: stochastic surrogate optimization (Algorithm 1 of the paper), projected SGD in target space.
 
     References: Target-based Surrogates for Stochastic Optimization (Lavington, Vaswani, Babanezhad, Schmidt,
@@ -90,6 +106,10 @@ class SSO(torch.optim.Optimizer):
         backtrack: shrink factor :math:`\rho \in (0, 1)`.
         max_backtracks: shrinks tried before the inner step is skipped (the parameters stay at :math:`\omega_k`).
         maximize: ascend the loss.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`). Checked are the target gradient :math:`g_t` (shared
+            by every group) and each surrogate gradient before its inner step; when one is non-finite the
+            parameters are put back at :math:`\theta_t` before the step raises or is skipped.
 
     State: ``state[p]["step"]`` counts costly gradient evaluations (outer steps) and ``state[p]["inner_step"]``
     the surrogate steps taken, both CPU float32 scalars as in ``torch.optim``.
@@ -110,26 +130,25 @@ class SSO(torch.optim.Optimizer):
         True
     """
 
+    @accepts(lr=Real(ge=0), eta=Real(gt=0), inner_steps=Int(ge=0), line_search=Flag(), armijo_c=Real(gt=0, lt=1),
+             backtrack=Real(gt=0, lt=1), max_backtracks=Int(ge=0), maximize=Flag(), nonfinite=NONFINITE)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1.0,
                  eta: float = 1.0, inner_steps: int = 10, line_search: bool = True, armijo_c: float = 0.1,
-                 backtrack: float = 0.5, max_backtracks: int = 20, *, maximize: bool = False):
+                 backtrack: float = 0.5, max_backtracks: int = 20, *, maximize: bool = False,
+                 nonfinite: str = "raise"):
         defaults = dict(lr=lr, eta=eta, inner_steps=inner_steps, line_search=line_search, armijo_c=armijo_c,
-                        backtrack=backtrack, max_backtracks=max_backtracks, maximize=maximize)
+                        backtrack=backtrack, max_backtracks=max_backtracks, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["eta"] = check_positive("eta", group["eta"])
         group["inner_steps"] = check_int("inner_steps", group["inner_steps"], low=0)
-        check_flag("line_search", group["line_search"])
         group["armijo_c"] = check_number("armijo_c", group["armijo_c"], low=0.0, high=1.0, low_inclusive=False,
                                          high_inclusive=False)
         group["backtrack"] = check_number("backtrack", group["backtrack"], low=0.0, high=1.0,
                                           low_inclusive=False, high_inclusive=False)
         group["max_backtracks"] = check_int("max_backtracks", group["max_backtracks"], low=0)
-        check_flag("maximize", group["maximize"])
 
     def _shared(self, key: str):
         values = {group[key] for group in self.param_groups}
@@ -165,23 +184,52 @@ class SSO(torch.optim.Optimizer):
         z_t = z_t.detach()
         if maximize:
             g_t = -g_t
-        if not bool(torch.isfinite(g_t).all()):
-            raise FloatingPointError("SSO: the target gradient has NaN or inf entries; reduce eta or lr")
+        # g_t enters every group's surrogate.
+        if self._skip_for_nonfinite(grads=[[g_t]] * len(self.param_groups)):
+            return value.detach()
+        # A non-finite surrogate gradient after some inner steps sends the parameters back to theta_t.
+        guarded = m > 1 and any(group["nonfinite"] != "ignore" for group in self.param_groups)
+        start = [p.detach().clone() for p in params] if guarded else None
+        inner = dict.fromkeys(params, 0)
+        for _ in range(m):
+            moved = self._inner_step(targets, z_t, g_t, eta, line_search, params, start)
+            if moved is None:
+                return value.detach()
+            for p in moved:
+                inner[p] += 1
         for p in params:
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["inner_step"] = torch.tensor(0.0, dtype=torch.float32)
             state["step"] += 1
-        for _ in range(m):
-            self._inner_step(targets, z_t, g_t, eta, line_search, params)
+            state["inner_step"] += inner[p]
         return value.detach()
 
-    def _inner_step(self, targets, z_t, g_t, eta, line_search, params):
+    @staticmethod
+    def _restore(params: list[torch.Tensor], start: list[torch.Tensor] | None) -> None:
+        """Put the parameters back at the step's starting point (``start is None``: none has moved)."""
+        if start is not None:
+            with torch.no_grad():
+                for p, x in zip(params, start):
+                    p.copy_(x)
+
+    def _inner_step(self, targets, z_t, g_t, eta, line_search, params, start):
+        """One surrogate step; returns the parameters it moved, or ``None`` when the step is skipped."""
         with torch.enable_grad():
-            h = target_surrogate(targets(), z_t, g_t, eta)
+            # The undecorated body: the step checks its own gradients with the nonfinite policy below.
+            h = target_surrogate.__wrapped__(targets(), z_t, g_t, eta)
             grads = torch.autograd.grad(h, params, allow_unused=True)
         grad_of = {p: g for p, g in zip(params, grads) if g is not None}
+        try:
+            skip = self._skip_for_nonfinite(grads=[[grad_of[p] for p in group["params"] if p in grad_of]
+                                                   for group in self.param_groups])
+        except NonFiniteGradientError:
+            self._restore(params, start)
+            raise
+        if skip:
+            self._restore(params, start)
+            return None
         moves = [(p, grad_of[p], group["lr"]) for group in self.param_groups for p in group["params"]
                  if p in grad_of]
         with torch.no_grad():
@@ -202,5 +250,4 @@ class SSO(torch.optim.Optimizer):
                     for p, g, lr in moves:
                         p.add_(g, alpha=lr * (scale - new))
                     scale = new
-            for p, _, _ in moves:
-                self.state[p]["inner_step"] += 1
+        return [p for p, _, _ in moves]

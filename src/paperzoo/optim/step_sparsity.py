@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_tensor
-from paperzoo.optim._common import check_adam_group, check_flag
+from paperzoo.core.accepts import Flag, Int, Real, accepts
+from paperzoo.optim._common import (ADAM_HYPERPARAMETERS, CheckedOptimizer, check_adam_group, check_dense_grad,
+                                     check_flag)
 
 __all__ = ["nm_mask", "STEPAdam", "srste_adam"]
 
@@ -41,7 +43,7 @@ def nm_mask(w: torch.Tensor, N: int, M: int) -> torch.Tensor:
     return mask.reshape(w.shape).to(w.dtype)
 
 
-class STEPAdam(torch.optim.Optimizer):
+class STEPAdam(CheckedOptimizer):
     r"""STEP: Adam whose second moment is frozen before N:M masks are learned with SR-STE.
 
     References: STEP: Learning N:M Structured Sparsity Masks from Scratch with Precondition (Lu et al.), 2023.
@@ -94,6 +96,8 @@ class STEPAdam(torch.optim.Optimizer):
         switch_tol: threshold on the window mean of :math:`z_t`.
         freeze_variance: ``False`` keeps updating :math:`v` in the mask phase (the SR-STE + Adam baseline).
         maximize: ascend instead of descend. ``foreach`` is accepted and has no effect.
+        nonfinite: what a step does with a NaN or inf gradient: ``"raise"`` (default), ``"skip"`` or ``"ignore"``
+            (see :class:`~paperzoo.optim.CheckedOptimizer`); a skipped step does not count towards AutoSwitch.
 
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (parameter's shape), ``dense`` (:math:`w`, for
     masked parameters); the optimizer's ``state_dict`` also carries ``switched_at`` and the AutoSwitch window.
@@ -111,14 +115,19 @@ class STEPAdam(torch.optim.Optimizer):
         (5, 16)
     """
 
+    @accepts(**ADAM_HYPERPARAMETERS, N=Int(ge=0), M=Int(ge=1), srste_decay=Real(ge=0), autoswitch=Flag(),
+             min_switch_step=Int(ge=0), max_switch_step=Int(ge=0), switch_window=Int(ge=1), switch_tol=Real(ge=0),
+             freeze_variance=Flag())
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  N: int = 2, M: int = 4, srste_decay: float = 2e-4, autoswitch: bool = True,
                  min_switch_step: int = 100, max_switch_step: int = 10_000, switch_window: int = 20,
                  switch_tol: float = 5e-3, freeze_variance: bool = True, *, foreach: bool | None = None,
-                 maximize: bool = False):
+                 maximize: bool = False, nonfinite: str = "raise"):
         self.M = check_int("M", M, low=1)
-        self.N = check_int("N", N, low=0, high=self.M)
+        self.N = check_int("N", N, low=0)
+        if self.N > self.M:
+            raise ValueError(f"N must be <= {self.M}, got {self.N} (N of every M = {self.M} entries are kept)")
         self.autoswitch = check_flag("autoswitch", autoswitch)
         self.freeze_variance = check_flag("freeze_variance", freeze_variance)
         self.max_switch_step = check_int("max_switch_step", max_switch_step, low=0)
@@ -129,7 +138,7 @@ class STEPAdam(torch.optim.Optimizer):
             raise ValueError("max_switch_step must be >= 1 when freeze_variance=True (a variance must be "
                              "estimated before it is frozen), got 0")
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, srste_decay=srste_decay,
-                        sparse=None, foreach=foreach, maximize=maximize)
+                        sparse=None, foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         self.switched_at: int | None = 0 if self.max_switch_step == 0 else None
         self._window: list[float] = []
         self._t = 0
@@ -137,9 +146,7 @@ class STEPAdam(torch.optim.Optimizer):
         if self.switched_at == 0:
             self._apply_masks()
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         check_adam_group(group)
         group["srste_decay"] = check_nonnegative("srste_decay", group["srste_decay"])
         if group["sparse"] is None:
@@ -186,6 +193,8 @@ class STEPAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         self._t += 1
         masking = self.masking
         change, base = 0.0, 0.0
@@ -194,8 +203,7 @@ class STEPAdam(torch.optim.Optimizer):
             for p, sparse in zip(group["params"], group["sparse"]):
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("STEPAdam does not support sparse gradients")
+                check_dense_grad("STEPAdam", p.grad)
                 g = -p.grad if group["maximize"] else p.grad
                 state = self.state[p]
                 if "step" not in state:

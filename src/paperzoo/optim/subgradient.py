@@ -24,8 +24,9 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_same_shape, check_tensor
-from paperzoo.optim._common import check_flag
+from paperzoo.core._accepts_pending import OneOf
+from paperzoo.core.accepts import Flag, Int, Real, Tensor, accepts
+from paperzoo.core.checks import check_same_shape
 
 __all__ = ["LassoResult", "lasso_objective", "soft_threshold", "solve_lasso_subgradient", "solve_lasso_ista"]
 
@@ -49,13 +50,36 @@ class LassoResult(NamedTuple):
     l1_norm: torch.Tensor
 
 
+# reg: one penalty lambda >= 0, or R of them solved at once (one column of x each)
+_REG = OneOf(Real(ge=0), Tensor("R", nonnegative=True))
+_LASSO = dict(A=Tensor("n", "p"), b=Tensor("n"), reg=_REG)
+
+
+def _check_columns(name, x, A, reg, *, optional=False):
+    """``x``: ``(p,)``, or ``(p, R)`` with ``R`` penalties (``reg`` a tensor of shape ``(R,)``)."""
+    if x is None and optional:
+        return
+    shape = (A.shape[1], reg.shape[0]) if isinstance(reg, torch.Tensor) else (A.shape[1],)
+    check_same_shape(name, x, shape, what="columns of A, then one column per penalty in reg")
+
+
+@accepts(**_LASSO, x=Tensor(ndims=(1, 2)), example=lambda ctx: {"x": torch.randn(
+    ctx.size("p"), generator=ctx.generator, dtype=ctx.dtype)})
 def lasso_objective(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, reg) -> torch.Tensor:
     """:math:`\\tfrac12\\|Ax - b\\|^2 + \\lambda\\|x\\|_1` for ``A: (n, p)``, ``b: (n,)``, ``x: (p,)``
     (or ``x: (p, R)`` with ``reg`` of shape ``(R,)``: one value per column)."""
+    _check_columns("x", x, A, reg)
     r = A @ x - (b if x.dim() == 1 else b[:, None])
     return 0.5 * r.square().sum(0) + (reg * x.abs()).sum(0)
 
 
+def _soft_threshold(x, threshold):
+    return torch.sign(x) * (x.abs() - threshold).clamp_min(0.0)
+
+
+# x: a vector or a batch of vectors (elementwise); threshold: a number or a nonnegative tensor broadcasting to x
+@accepts(x=Tensor(..., "d", max_batch_dims=1, degenerate=("zeros",)),
+         threshold=OneOf(Real(ge=0), Tensor(ndims=(0, 1, 2), nonnegative=True)))
 def soft_threshold(x: torch.Tensor, threshold) -> torch.Tensor:
     """The proximal operator of :math:`\\tau\\|\\cdot\\|_1`: :math:`\\mathrm{sign}(x)\\max(|x| - \\tau, 0)`.
 
@@ -65,32 +89,26 @@ def soft_threshold(x: torch.Tensor, threshold) -> torch.Tensor:
         >>> soft_threshold(torch.tensor([-2.0, 0.5, 3.0]), 1.0).tolist()
         [-1.0, 0.0, 2.0]
     """
-    if isinstance(threshold, torch.Tensor) and threshold.numel() > 1:
-        check_tensor("threshold", threshold, nonnegative=True)
+    if isinstance(threshold, torch.Tensor):
+        try:
+            shape = torch.broadcast_shapes(x.shape, threshold.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(f"threshold must broadcast to the shape of x {tuple(x.shape)}, got shape "
+                             f"{tuple(threshold.shape)}")
     else:
-        threshold = check_nonnegative("threshold", threshold)
-    return torch.sign(x) * (x.abs() - threshold).clamp_min(0.0)
+        threshold = float(threshold)
+    return _soft_threshold(x, threshold)
 
 
 def _check_problem(A, b, reg, x0):
-    check_tensor("A", A, ndim=2)
-    check_tensor("b", b, ndim=1)
-    check_same_shape("b", b, (A.shape[0],), what="rows of A")
-    if b.dtype != A.dtype:
-        raise TypeError(f"b must have the dtype of A ({A.dtype}), got {b.dtype}")
-    if isinstance(reg, torch.Tensor) and reg.dim() == 1:
-        check_tensor("reg", reg, ndim=1, nonnegative=True)
-        reg = reg.to(A.dtype)
-        shape = (A.shape[1], reg.shape[0])
-    else:
-        reg = check_nonnegative("reg", reg)
-        shape = (A.shape[1],)
-    if x0 is None:
-        x0 = torch.zeros(shape, dtype=A.dtype, device=A.device)
-    else:
-        check_tensor("x0", x0)
-        check_same_shape("x0", x0, shape, what="columns of A, then one column per penalty")
-        x0 = x0.to(A.dtype)
+    """The relations the declarations cannot state: ``x0``'s columns against ``reg``."""
+    _check_columns("x0", x0, A, reg, optional=True)
+    if not isinstance(reg, torch.Tensor):
+        reg = float(reg)
+    shape = (A.shape[1], reg.shape[0]) if isinstance(reg, torch.Tensor) else (A.shape[1],)
+    x0 = torch.zeros(shape, dtype=A.dtype, device=A.device) if x0 is None else x0
     if len(shape) == 2:
         b = b[:, None]
     return reg, x0.clone(), b
@@ -124,6 +142,10 @@ def _run(step, x, A, b, reg, max_iter, tol, name, knob):
     return LassoResult(x, n_iter, converged, torch.stack(objective), torch.stack(l1))
 
 
+_SOLVER = dict(_LASSO, x0=Tensor(ndims=(1, 2), optional=True), max_iter=Int(ge=1), tol=Real(ge=0))
+
+
+@accepts(**_SOLVER, lr=Real(gt=0), example=lambda ctx: {"lr": 0.01, "max_iter": 50})
 def solve_lasso_subgradient(
     A: torch.Tensor,
     b: torch.Tensor,
@@ -167,9 +189,7 @@ def solve_lasso_subgradient(
         (1.5, 0.0)
     """
     reg, x, b = _check_problem(A, b, reg, x0)
-    lr = check_positive("lr", lr)
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
+    lr, max_iter, tol = float(lr), int(max_iter), float(tol)
     At = A.T
 
     def step(x):
@@ -180,6 +200,7 @@ def solve_lasso_subgradient(
                 "a constant-step subgradient method oscillates around kinks; decrease lr or increase max_iter")
 
 
+@accepts(**_SOLVER, lr=Real(gt=0, optional=True), accelerated=Flag(), example=lambda ctx: {"max_iter": 50})
 def solve_lasso_ista(
     A: torch.Tensor,
     b: torch.Tensor,
@@ -223,11 +244,9 @@ def solve_lasso_ista(
         [1.5, 0.0]
     """
     reg, x, b = _check_problem(A, b, reg, x0)
-    check_flag("accelerated", accelerated)
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
+    max_iter, tol = int(max_iter), float(tol)
     L = float(torch.linalg.matrix_norm(A, ord=2)) ** 2
-    lr = 1.0 / max(L, 1e-300) if lr is None else check_positive("lr", lr)
+    lr = 1.0 / max(L, 1e-300) if lr is None else float(lr)
     At = A.T
     memory = {"prev": x, "t": 1.0}
 
@@ -239,6 +258,6 @@ def solve_lasso_ista(
             memory["t"] = t_next
         memory["prev"] = x
         r = A @ y - b
-        return soft_threshold(y - lr * (At @ r), lr * reg), (None if accelerated else r)
+        return _soft_threshold(y - lr * (At @ r), lr * reg), (None if accelerated else r)
 
     return _run(step, x, A, b, reg, max_iter, tol, "solve_lasso_ista", "increase max_iter")

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_probability
-from paperzoo.optim._common import check_flag, check_optional_flag
+from paperzoo.core.accepts import Flag, Int, Pair, Real, accepts
+from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
 
 __all__ = ["AdamWSN", "SNSM", "subset_norm_sq", "optimizer_state_bytes"]
 
@@ -49,7 +50,12 @@ def subset_norm_sq(grad: torch.Tensor) -> torch.Tensor:
     return grad.square().sum(dim=1 if grad.shape[0] >= grad.shape[1] else 0, keepdim=True)
 
 
-class _SubsetNormBase(torch.optim.Optimizer):
+# betas[1] = 1 is allowed (AdaGrad-SN); betas[0] < 1 is checked with the group.
+_SN_HYPERPARAMETERS = dict(COMMON_HYPERPARAMETERS, betas=Pair(Real(ge=0, le=1), meaning="(beta1, beta2)"),
+                           eps=Real(gt=0), correct_bias=Flag(optional=True))
+
+
+class _SubsetNormBase(CheckedOptimizer):
     r"""The step shared by :class:`AdamWSN` and :class:`SNSM`, which differ in one hook: the numerator of a matrix.
 
     One step on a parameter with step count ``t`` (official ``GenericOptim.step``): numerator :math:`N_t`
@@ -60,20 +66,15 @@ class _SubsetNormBase(torch.optim.Optimizer):
     :math:`\theta \leftarrow \theta - \alpha\lambda\theta` on the updated parameter.
     """
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+    def _check_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_nonnegative("lr", group["lr"])
         group["betas"] = _check_betas(group["betas"])
         group["eps"] = check_positive("eps", group["eps"])
         group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
-        check_optional_flag("correct_bias", group["correct_bias"])
         if group["correct_bias"] is True and group["betas"][1] == 1.0:
             # 1 - beta2^t = 0: the official code would take steps of size zero.
             raise ValueError("correct_bias must be False or None when betas[1] == 1.0 (AdaGrad accumulation), "
                              "got True")
-        check_flag("maximize", group["maximize"])
-        check_optional_flag("foreach", group["foreach"])
         self._check_extra(group)
 
     def _check_extra(self, group: dict[str, Any]) -> None:
@@ -115,6 +116,8 @@ class _SubsetNormBase(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._skip_for_nonfinite():
+            return loss
         name = type(self).__name__
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -122,8 +125,7 @@ class _SubsetNormBase(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{name} does not support sparse gradients")
+                check_dense_grad(name, p.grad)
                 if torch.is_complex(p):
                     raise RuntimeError(f"{name} does not support complex parameters")
                 g = -p.grad if group["maximize"] else p.grad
@@ -195,7 +197,8 @@ class AdamWSN(_SubsetNormBase):
 
     Symbols: :math:`\alpha` = ``lr``, :math:`\beta_1, \beta_2` = ``betas``, :math:`\epsilon` = ``eps``,
     :math:`\lambda` = ``weight_decay``; :math:`g_t` is negated when ``maximize``. ``foreach`` is accepted for
-    interface compatibility and has no effect.
+    interface compatibility and has no effect. ``nonfinite``: what a step does with a NaN or inf gradient:
+    ``"raise"`` (default), ``"skip"`` or ``"ignore"`` (see :class:`~paperzoo.optim.CheckedOptimizer`).
 
     State per matrix parameter ``(m, n)``: ``step``, ``exp_avg`` ``(m, n)`` (unless ``beta1 = 0``),
     ``exp_avg_sq`` ``(m, 1)`` if ``m >= n`` else ``(1, n)``; per other tensor: ``step``, ``exp_avg``,
@@ -215,11 +218,13 @@ class AdamWSN(_SubsetNormBase):
         >>> adagrad_sn = AdamWSN([w], lr=0.5, betas=(0.0, 1.0))   # AdaGrad-SN: running sum, no bias correction
     """
 
+    @accepts(**_SN_HYPERPARAMETERS)
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0, *,
-                 correct_bias: bool | None = None, foreach: bool | None = None, maximize: bool = False):
+                 correct_bias: bool | None = None, foreach: bool | None = None, maximize: bool = False,
+                 nonfinite: str = "raise"):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, correct_bias=correct_bias,
-                        foreach=foreach, maximize=maximize)
+                        foreach=foreach, maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
 
@@ -253,7 +258,7 @@ class SNSM(_SubsetNormBase):
     size ``min(m, n)`` (as in the official code). With ``beta1 = 0`` there is no momentum and no projector: SNSM
     is then :class:`AdamWSN`. Non-matrix tensors use AdamW's coordinate-wise moments.
 
-    Symbols as in :class:`AdamWSN`; ``rank`` = :math:`r`, ``update_proj_gap`` = :math:`k`. The SVD runs in the
+    Symbols (and ``nonfinite``) as in :class:`AdamWSN`; ``rank`` = :math:`r`, ``update_proj_gap`` = :math:`k`. The SVD runs in the
     parameter's dtype (float32 for half precisions).
 
     Example:
@@ -271,13 +276,14 @@ class SNSM(_SubsetNormBase):
         True
     """
 
+    @accepts(**_SN_HYPERPARAMETERS, rank=Int(ge=1), update_proj_gap=Int(ge=1))
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0,
                  rank: int = 32, update_proj_gap: int = 200, *, correct_bias: bool | None = None,
-                 foreach: bool | None = None, maximize: bool = False):
+                 foreach: bool | None = None, maximize: bool = False, nonfinite: str = "raise"):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, rank=rank,
                         update_proj_gap=update_proj_gap, correct_bias=correct_bias, foreach=foreach,
-                        maximize=maximize)
+                        maximize=maximize, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
     def _check_extra(self, group):

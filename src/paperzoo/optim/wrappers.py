@@ -13,8 +13,14 @@ that pattern once:
 - ``step(closure)`` requires a closure that zeroes the gradients, evaluates the loss, calls ``backward`` and
   returns the loss; the wrapper calls it once per gradient evaluation it needs.
 
-A concrete wrapper sets ``wrapper_defaults``, validates its hyperparameters in :meth:`ClosureWrapper._check_group`
-and implements :meth:`ClosureWrapper._step`.
+The wrapper checks the base optimizer's hyperparameters with paperzoo's messages (torch accepts ``lr=nan`` or a
+per-group ``lr=-1``), at construction and in ``add_param_group``, and applies the ``nonfinite`` policy of
+:class:`~paperzoo.optim.CheckedOptimizer` to the gradient it hands over: the parameters are restored after every
+perturbed evaluation, so a NaN or inf anywhere in the step reaches that gradient and is caught before the base
+optimizer's state or the parameters change.
+
+A concrete wrapper declares its hyperparameters with ``@accepts`` on ``__init__``, checks cross-field constraints
+in :meth:`ClosureWrapper._check_group` and implements :meth:`ClosureWrapper._step`.
 """
 
 from __future__ import annotations
@@ -24,19 +30,22 @@ from typing import Any
 
 import torch
 
+from paperzoo.optim._common import CheckedOptimizer, check_dense_grad, check_torch_hyperparameters
+
 __all__ = ["ClosureWrapper"]
 
 
-class ClosureWrapper(torch.optim.Optimizer):
+class ClosureWrapper(CheckedOptimizer):
     """Base class for optimizer wrappers that need several gradient evaluations per step.
 
     Args:
         params: parameters or parameter-group dicts.
         base_optimizer: a ``torch.optim.Optimizer`` subclass (or any callable ``param_groups -> Optimizer``); it is
             constructed on the wrapper's parameter groups with ``base_kwargs``.
-        defaults: the wrapper's own hyperparameters (validated by :meth:`_check_group`).
-        base_kwargs: keyword arguments of the base optimizer (``lr``, ``momentum`` ...); unknown ones are rejected
-            by the base optimizer's constructor, not swallowed.
+        defaults: the wrapper's own hyperparameters, ``nonfinite`` included (validated by the subclass's
+            declaration and :meth:`_check_group`).
+        base_kwargs: keyword arguments of the base optimizer (``lr``, ``momentum`` ...); torch.optim's known
+            hyperparameters are checked first, unknown ones are rejected by the base optimizer's constructor.
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -44,6 +53,8 @@ class ClosureWrapper(torch.optim.Optimizer):
                  base_kwargs: dict[str, Any]):
         if not callable(base_optimizer):
             raise TypeError(f"base_optimizer must be an Optimizer class or callable, got {type(base_optimizer).__name__}")
+        defaults = {"nonfinite": "raise", **defaults}
+        check_torch_hyperparameters(base_kwargs, skip=defaults)
         self._building = True
         super().__init__(params, defaults)
         base = base_optimizer(self.param_groups, **base_kwargs)
@@ -53,16 +64,18 @@ class ClosureWrapper(torch.optim.Optimizer):
         # One list of group dicts for both: schedulers and per-group overrides reach the base optimizer.
         self.param_groups = base.param_groups
         self._building = False
+        for group in self.param_groups:  # per-group overrides of the base optimizer's hyperparameters
+            check_torch_hyperparameters(group, skip=self.defaults)
 
     # -- torch.optim contract ------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if getattr(self, "_building", False):
             super().add_param_group(param_group)
-            self._check_group(self.param_groups[-1])
             return
         for key, value in self.defaults.items():
             param_group.setdefault(key, value)
-        self._check_group(param_group)
+        check_torch_hyperparameters(param_group, skip=self.defaults)
+        self._validate_group(param_group)
         self.base_optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
@@ -81,9 +94,6 @@ class ClosureWrapper(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
-
     def _step(self, closure: Callable[[], Any]) -> Any:
         """Compute the wrapper's gradient into ``p.grad`` with the parameters restored; return the first loss."""
         raise NotImplementedError
@@ -95,10 +105,23 @@ class ClosureWrapper(torch.optim.Optimizer):
         Returns the loss of the first closure call (at the unperturbed parameters).
         """
         if closure is None:
-            raise RuntimeError(f"{type(self).__name__} needs a closure: step(closure) where closure zeroes the "
+            raise TypeError(f"{type(self).__name__} needs a closure: step(closure) where closure zeroes the "
                                "gradients, computes the loss, calls backward() and returns the loss")
         closure = torch.enable_grad()(closure)
-        loss = self._step(closure)
+        name = type(self).__name__
+
+        def dense_closure():
+            # The perturbations assume dense gradients: refuse sparse ones before they reach a norm or a lerp.
+            loss = closure()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        check_dense_grad(name, p.grad)
+            return loss
+
+        loss = self._step(dense_closure)
+        if self._skip_for_nonfinite():
+            return loss
         self.base_optimizer.step()
         return loss
 

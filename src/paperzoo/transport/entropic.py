@@ -22,6 +22,7 @@ import warnings
 
 import torch
 
+from paperzoo.core.accepts import Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_tensor
 from paperzoo.transport.result import ConvergenceWarning, OTResult
 from paperzoo.transport.sinkhorn import _dual_value, _lse, _masked_log, _raise_nonfinite, sinkhorn_log
@@ -44,6 +45,25 @@ def _check_clouds(x, y) -> None:
         raise ValueError(f"y must be on the device of x ({x.device}), got {y.device}")
 
 
+_X = Tensor(..., "n", "d", max_batch_dims=1, degenerate=("coincident",))
+_Y = Tensor(..., "m", "d", max_batch_dims=1, degenerate=("coincident",))
+
+
+def _example_weights(ctx, symbol: str) -> torch.Tensor:
+    """(2, size) marginals summing to 1, matching the batch of the generic point-cloud examples."""
+    w = torch.rand(2, ctx.size(symbol), generator=ctx.generator, dtype=ctx.dtype) + 0.1
+    return w / w.sum(-1, keepdim=True)
+
+
+_CLOUD_OT = dict(x=_X, y=_Y, reg=Real(gt=0),
+                 a=Tensor(..., "n", max_batch_dims=1, positive_mass=True, degenerate=("zero_mass",), optional=True),
+                 b=Tensor(..., "m", max_batch_dims=1, positive_mass=True, degenerate=("zero_mass",), optional=True),
+                 p=Real(ge=1), max_iter=Int(ge=1), tol=Real(ge=0), check_every=Int(ge=1),
+                 example=lambda ctx: {"a": _example_weights(ctx, "n"), "b": _example_weights(ctx, "m"),
+                                      "max_iter": 300})
+
+
+@accepts(x=_X, y=_Y, p=Real(ge=1))
 def pairwise_cost(x: torch.Tensor, y: torch.Tensor, p: float = 2) -> torch.Tensor:
     """The ground-cost matrix ``M_ij = ||x_i - y_j||_2^p`` (``p = 2``: squared Euclidean, no factor 1/2).
 
@@ -76,6 +96,7 @@ def _uniform_or(name: str, w, n: int, like: torch.Tensor) -> torch.Tensor:
     return w
 
 
+@accepts(**_CLOUD_OT, infinite_ok=("f", "g"))
 def entropic_ot(x: torch.Tensor, y: torch.Tensor, reg: float, *, a: torch.Tensor | None = None,
                 b: torch.Tensor | None = None, p: float = 2, max_iter: int = 100_000, tol: float = 1e-9,
                 check_every: int = 10) -> OTResult:
@@ -117,6 +138,7 @@ def entropic_ot(x: torch.Tensor, y: torch.Tensor, reg: float, *, a: torch.Tensor
     return sinkhorn_log(a, b, M, reg, max_iter=max_iter, tol=tol, check_every=check_every)
 
 
+@accepts(**_CLOUD_OT)
 def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, reg: float, *, a: torch.Tensor | None = None,
                         b: torch.Tensor | None = None, p: float = 2, max_iter: int = 100_000, tol: float = 1e-9,
                         check_every: int = 10) -> torch.Tensor:

@@ -73,6 +73,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import eigsh
 
+from paperzoo.core.accepts import Flag, Function, Generator, Int, Pair, Probe, Real, Spec, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_tensor
 from paperzoo.transport.sinkhorn import plan_from_potentials, sinkhorn_log
 from paperzoo.transport.sliced import random_projections, sliced_wasserstein
@@ -137,6 +138,63 @@ class RefinementResult(NamedTuple):
     loss_history: torch.Tensor
 
 
+class _Basis(Spec):
+    """A :class:`SpectralBasis` whose ``evals`` (k,), ``evecs`` (n, k) and ``mass`` (n,) bind the shape symbols
+    ``n`` and ``k`` and the call's dtype (so features and bases of one call agree); messages name
+    ``basis.field``."""
+
+    def __init__(self, n: str, k: str):
+        self.n, self.k, self.optional = n, k, False
+        self.fields = {"evals": Tensor(k), "evecs": Tensor(n, k), "mass": Tensor(n, positive_mass=True)}
+
+    def check(self, name, value, binding):
+        if not isinstance(value, SpectralBasis):
+            raise TypeError(f"{name} must be a SpectralBasis, got {type(value).__name__}")
+        for field, spec in self.fields.items():
+            spec.validate(f"{name}.{field}", getattr(value, field), binding)
+
+    def probes(self, name, value):
+        out = super().probes(name, value)
+        if not isinstance(value, SpectralBasis):
+            return out
+        out.append(Probe(name, "a plain tuple", False, lambda kw: {**kw, name: tuple(kw[name])}))
+        other = torch.float32 if value.evecs.dtype == torch.float64 else torch.float64
+        out.append(Probe(name, f"mixed dtypes ({other})", False,
+                         lambda kw: {**kw, name: SpectralBasis(*(t.to(other) for t in kw[name]))}))
+        for field, spec in self.fields.items():
+            for sub in spec.probes(field, getattr(value, field)):
+                if sub.label == "None":
+                    continue
+                out.append(Probe(name, f"{field}: {sub.label}", sub.valid,
+                                 lambda kw, f=field, sub=sub: {**kw, name: kw[name]._replace(
+                                     **{f: sub.mutate({f: getattr(kw[name], f)})[f]})}))
+        return out
+
+
+def _example_basis(ctx, n: int, k: int) -> SpectralBasis:
+    """A mass-orthonormal random basis (``Phi^T M Phi = I``, uniform mass) with nondecreasing eigenvalues."""
+    q = torch.linalg.qr(torch.randn(n, k, generator=ctx.generator, dtype=torch.float64))[0].contiguous() * math.sqrt(n)
+    evals = torch.linspace(0.0, 2.0, k, dtype=torch.float64)
+    return SpectralBasis(evals.to(ctx.dtype), q.to(ctx.dtype), torch.full((n,), 1.0 / n, dtype=ctx.dtype))
+
+
+def _example_pair(ctx, d: int = 6) -> dict:
+    """Features (10, d) and (12, d) on bases of 4 and 5 eigenpairs."""
+    g = ctx.generator
+    return {"feat_x": torch.randn(10, d, generator=g, dtype=ctx.dtype),
+            "feat_y": torch.randn(12, d, generator=g, dtype=ctx.dtype),
+            "basis_x": _example_basis(ctx, 10, 4), "basis_y": _example_basis(ctx, 12, 5)}
+
+
+def _example_plans(ctx) -> tuple[torch.Tensor, torch.Tensor]:
+    g = ctx.generator
+    return (torch.rand(10, 12, generator=g, dtype=ctx.dtype).softmax(1),
+            torch.rand(12, 10, generator=g, dtype=ctx.dtype).softmax(1))
+
+
+_BX, _BY = _Basis("n_x", "k_x"), _Basis("n_y", "k_y")
+
+
 # --------------------------------------------------------------------------------------------- Laplacians
 def _check_points(name, x):
     check_tensor(name, x, ndim=2)
@@ -187,6 +245,10 @@ def knn_laplacian(points: torch.Tensor, n_neighbors: int = 8) -> tuple[sp.csr_ma
         n_neighbors: neighbours per point (1 <= n_neighbors < n).
     """
     _check_points("points", points)
+    return _knn_laplacian(points, n_neighbors, "points")
+
+
+def _knn_laplacian(points: torch.Tensor, n_neighbors: int, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
     n = points.shape[0]
     k = check_int("n_neighbors", n_neighbors, low=1, high=n - 1)
     x = points.detach().cpu().double()
@@ -194,6 +256,9 @@ def knn_laplacian(points: torch.Tensor, n_neighbors: int = 8) -> tuple[sp.csr_ma
     d2.fill_diagonal_(float("inf"))
     dist, idx = d2.topk(k, dim=1, largest=False)
     h2 = float(dist.sqrt().mean()) ** 2
+    if not h2 > 0:
+        raise ValueError(f"{name} must not be {n_neighbors}-fold coincident: every point's {n_neighbors} nearest "
+                         f"neighbours are at distance 0, so the kNN graph has no length scale (mean kNN distance 0)")
     rows = np.repeat(np.arange(n), k)
     W = sp.coo_matrix((np.exp(-dist.numpy().ravel() / h2), (rows, idx.numpy().ravel())), shape=(n, n)).tocsr()
     W = W.maximum(W.T)
@@ -201,6 +266,15 @@ def knn_laplacian(points: torch.Tensor, n_neighbors: int = 8) -> tuple[sp.csr_ma
     return L.tocsr(), np.full(n, 1.0 / n)
 
 
+def _example_mesh(ctx) -> dict:
+    from paperzoo.data.shapes import make_blob  # data builds on transport-free modules only; kept lazy anyway
+
+    mesh = make_blob(20, dtype=ctx.dtype)
+    return {"vertices": mesh.vertices, "faces": mesh.faces, "k": 4}
+
+
+@accepts(vertices=Tensor("n", "d", degenerate=("coincident",)), faces=Tensor("f", 3, dtype="int", low=0, optional=True),
+         k=Int(ge=1), n_neighbors=Int(ge=1), dense_below=Int(ge=0), example=_example_mesh)
 def laplacian_eigenbasis(vertices: torch.Tensor, faces: torch.Tensor | None = None, *, k: int = 30,
                          n_neighbors: int = 8, dense_below: int = 2000) -> SpectralBasis:
     """First ``k`` eigenpairs of a mesh (cotangent) or point-cloud (kNN-graph) Laplacian.
@@ -220,13 +294,19 @@ def laplacian_eigenbasis(vertices: torch.Tensor, faces: torch.Tensor | None = No
     Returns:
         :class:`SpectralBasis` with the dtype and device of ``vertices``.
     """
-    _check_points("vertices", vertices)
     n = vertices.shape[0]
+    if n < 3:
+        raise ValueError(f"vertices must have at least 3 rows, got {n}")
     k = check_int("k", k, low=1, high=n - 1)
-    dense_below = check_int("dense_below", dense_below, low=0)
-    L, mass = cotangent_laplacian(vertices, faces) if faces is not None else knn_laplacian(vertices, n_neighbors)
+    if faces is not None:
+        if vertices.shape[1] != 3:
+            raise ValueError(f"vertices must have 3 columns for a mesh (faces given), got shape {tuple(vertices.shape)}")
+        L, mass = cotangent_laplacian(vertices, faces)
+    else:
+        L, mass = _knn_laplacian(vertices, n_neighbors, "vertices")
     if mass.min() <= 0:
-        raise ValueError("every vertex must belong to a face of positive area (lumped mass > 0)")
+        raise ValueError(f"vertices must give every vertex a face of positive area (lumped mass > 0), got "
+                         f"{int((mass <= 0).sum())} of {n} vertices with zero mass")
     if n <= dense_below:
         # ARPACK is slow when k is a sizeable fraction of n; a dense solve is exact and faster there.
         evals, evecs = scipy.linalg.eigh(L.toarray(), np.diag(mass), subset_by_index=[0, k - 1])
@@ -296,7 +376,8 @@ def resolvent_mask(evals_x: torch.Tensor, evals_y: torch.Tensor, gamma: float = 
     check_tensor("evals_x", evals_x, ndim=1)
     check_tensor("evals_y", evals_y, ndim=1)
     gamma = check_positive("gamma", gamma)
-    scale = torch.maximum(evals_x.max(), evals_y.max())
+    # all eigenvalues <= 0 (bases of constants only): every nu = mu = 0, and so is the mask; the floor keeps 0 / 0 out
+    scale = torch.maximum(evals_x.max(), evals_y.max()).clamp_min(torch.finfo(evals_x.dtype).tiny)
     nu = (evals_x.clamp_min(0) / scale).pow(gamma)[None, :]
     mu = (evals_y.clamp_min(0) / scale).pow(gamma)[:, None]
     re = mu / (mu.square() + 1) - nu / (nu.square() + 1)
@@ -304,6 +385,8 @@ def resolvent_mask(evals_x: torch.Tensor, evals_y: torch.Tensor, gamma: float = 
     return re.square() + im.square()
 
 
+@accepts(basis_x=_BX, basis_y=_BY, feat_x=Tensor("n_x", "d", degenerate=("coincident",)),
+         feat_y=Tensor("n_y", "d", degenerate=("coincident",)), lam=Real(ge=0), gamma=Real(gt=0), example=_example_pair)
 def solve_functional_map(feat_x: torch.Tensor, feat_y: torch.Tensor, basis_x: SpectralBasis,
                          basis_y: SpectralBasis, *, lam: float = 100.0, gamma: float = 0.5) -> torch.Tensor:
     """Regularised functional map ``C_xy`` (k_y, k_x) from point-wise features; differentiable in the features.
@@ -312,29 +395,29 @@ def solve_functional_map(feat_x: torch.Tensor, feat_y: torch.Tensor, basis_x: Sp
         feat_x: (n_x, d) features on X.
         feat_y: (n_y, d) features on Y.
         basis_x, basis_y: spectral bases (k_x and k_y eigenpairs).
-        lam: weight ``lambda >= 0`` of the Laplacian-commutativity (resolvent mask) term.
+        lam: weight ``lambda >= 0`` of the Laplacian-commutativity (resolvent mask) term; ``lam = 0`` (plain least
+            squares) needs descriptors ``A`` of full rank ``k_x`` (at least ``k_x`` independent feature channels).
         gamma: resolvent exponent ``> 0``.
+
+    Features and bases share one dtype and device. Raises ``ValueError`` when a row's system is singular (the
+    map is not determined by the features: increase ``lam``).
     """
-    _check_basis("basis_x", basis_x)
-    _check_basis("basis_y", basis_y)
-    check_tensor("feat_x", feat_x, ndim=2)
-    check_tensor("feat_y", feat_y, ndim=2)
-    if feat_x.shape[0] != basis_x.evecs.shape[0]:
-        raise ValueError(f"feat_x must have {basis_x.evecs.shape[0]} rows (the vertices of basis_x), "
-                         f"got {feat_x.shape[0]}")
-    if feat_y.shape[0] != basis_y.evecs.shape[0]:
-        raise ValueError(f"feat_y must have {basis_y.evecs.shape[0]} rows (the vertices of basis_y), "
-                         f"got {feat_y.shape[0]}")
-    if feat_x.shape[1] != feat_y.shape[1]:
-        raise ValueError(f"feat_y must have {feat_x.shape[1]} columns (as feat_x), got {feat_y.shape[1]}")
-    lam = check_nonnegative("lam", lam)
-    A = basis_x.pinv.to(feat_x.dtype) @ feat_x  # (k_x, d)
-    B = basis_y.pinv.to(feat_y.dtype) @ feat_y  # (k_y, d)
-    D = resolvent_mask(basis_x.evals, basis_y.evals, gamma).to(A.dtype)  # (k_y, k_x)
+    A = basis_x.pinv @ feat_x  # (k_x, d)
+    B = basis_y.pinv @ feat_y  # (k_y, d)
+    D = resolvent_mask(basis_x.evals, basis_y.evals, gamma)  # (k_y, k_x)
+    if lam == 0:
+        rank, k_x = int(torch.linalg.matrix_rank(A.detach())), A.shape[0]
+        if rank < k_x:
+            raise ValueError(f"lam = 0 needs feat_x to have full-rank spectral descriptors, got rank {rank} < k_x = "
+                             f"{k_x} in basis_x (fewer independent feature channels than eigenpairs); use lam > 0")
     # Row i of C solves (A A^T + lam diag(D_i)) c_i = A b_i: one small system per row, batched.
     lhs = (A @ A.T)[None] + lam * torch.diag_embed(D)
     rhs = (B @ A.T).unsqueeze(-1)
-    return torch.linalg.solve(lhs, rhs).squeeze(-1)
+    C, info = torch.linalg.solve_ex(lhs, rhs)
+    if bool((info != 0).any()) or not bool(torch.isfinite(C).all()):
+        raise ValueError(f"the functional-map system of feat_x and lam={lam!r} is singular (feat_x does not determine "
+                         f"the map in basis_x); increase lam")
+    return C.squeeze(-1)
 
 
 def functional_map_losses(C_xy: torch.Tensor, C_yx: torch.Tensor, evals_x: torch.Tensor, evals_y: torch.Tensor,
@@ -378,28 +461,36 @@ def soft_pointmap(feat_x: torch.Tensor, feat_y: torch.Tensor, *, tau: float = 0.
     return torch.exp(log_p - torch.logsumexp(log_p, dim=1, keepdim=True))
 
 
+@accepts(basis_x=_BX, basis_y=_BY, p2p=Tensor("n_y", dtype="int", low=0),
+         example=lambda ctx: {"p2p": torch.randint(0, 10, (12,), generator=ctx.generator),
+                              "basis_x": _example_basis(ctx, 10, 4), "basis_y": _example_basis(ctx, 12, 5)})
 def functional_map_from_pointmap(p2p: torch.Tensor, basis_x: SpectralBasis, basis_y: SpectralBasis) -> torch.Tensor:
-    """``C_xy = Phi_y^+ Pi_yx Phi_x`` (k_y, k_x) of the point map ``p2p`` (n_y,) from Y to X (indices into X)."""
-    _check_basis("basis_x", basis_x)
-    _check_basis("basis_y", basis_y)
-    check_tensor("p2p", p2p, ndim=1, floating=False)
-    n_x, n_y = basis_x.evecs.shape[0], basis_y.evecs.shape[0]
-    if p2p.shape[0] != n_y:
-        raise ValueError(f"p2p must have shape ({n_y},) (the vertices of basis_y), got {tuple(p2p.shape)}")
-    if p2p.numel() and (int(p2p.min()) < 0 or int(p2p.max()) >= n_x):
+    """``C_xy = Phi_y^+ Pi_yx Phi_x`` (k_y, k_x) of the point map ``p2p`` (n_y,) from Y to X (indices into X).
+
+    Args:
+        p2p: (n_y,) integer tensor, ``p2p[j]`` the vertex of X that vertex ``j`` of Y goes to, in ``[0, n_x)``.
+        basis_x: basis of X (n_x vertices, k_x eigenpairs); basis_y: basis of Y (n_y, k_y), same dtype.
+    """
+    n_x = basis_x.evecs.shape[0]
+    if int(p2p.max()) >= n_x:
         raise ValueError(f"p2p must index the vertices of basis_x in [0, {n_x - 1}], got range "
                          f"[{int(p2p.min())}, {int(p2p.max())}]")
     return basis_y.pinv @ basis_x.evecs[p2p]
 
 
+@accepts(basis_x=_BX, basis_y=_BY, C_xy=Tensor("k_y", "k_x"),
+         example=lambda ctx: {"C_xy": torch.randn(5, 4, generator=ctx.generator, dtype=ctx.dtype),
+                              "basis_x": _example_basis(ctx, 10, 4), "basis_y": _example_basis(ctx, 12, 5)})
 def pointmap_from_functional_map(C_xy: torch.Tensor, basis_x: SpectralBasis, basis_y: SpectralBasis) -> torch.Tensor:
-    """Point map (n_y,) from Y to X of a functional map: ``p2p[j] = argmin_i ||Phi_y[j] - Phi_x[i] C_xy^T||``."""
-    _check_basis("basis_x", basis_x)
-    _check_basis("basis_y", basis_y)
-    check_tensor("C_xy", C_xy, ndim=2)
-    shape = (basis_y.evecs.shape[1], basis_x.evecs.shape[1])
-    if tuple(C_xy.shape) != shape:
-        raise ValueError(f"C_xy must have shape {shape} (k_y, k_x), got {tuple(C_xy.shape)}")
+    """Point map (n_y,) from Y to X of a functional map: ``p2p[j] = argmin_i ||Phi_y[j] - Phi_x[i] C_xy^T||``.
+
+    Args:
+        C_xy: (k_y, k_x) functional map, same dtype as the bases.
+        basis_x: basis of X (n_x vertices, k_x eigenpairs); basis_y: basis of Y (n_y, k_y).
+
+    Returns:
+        (n_y,) int64 tensor of vertex indices of X.
+    """
     return torch.cdist(basis_y.evecs, basis_x.evecs @ C_xy.T).argmin(dim=1)
 
 
@@ -421,6 +512,11 @@ def coupling_loss(C_xy: torch.Tensor, C_yx: torch.Tensor, plan_xy: torch.Tensor,
     return (C_xy - est_xy).square().sum() + (C_yx - est_yx).square().sum()
 
 
+@accepts(feat_x=Tensor("n_x", "d", degenerate=("coincident",)), feat_y=Tensor("n_y", "d", degenerate=("coincident",)),
+         plan_xy=Tensor("n_x", "n_y", nonnegative=True), plan_yx=Tensor("n_y", "n_x", nonnegative=True, optional=True),
+         n_projections=Int(ge=1), p=Real(ge=1), generator=Generator(), eps=Real(gt=0),
+         example=lambda ctx: {**{k: v for k, v in _example_pair(ctx).items() if k.startswith("feat")},
+                              **dict(zip(("plan_xy", "plan_yx"), _example_plans(ctx))), "n_projections": 8})
 def sw_alignment_loss(feat_x: torch.Tensor, feat_y: torch.Tensor, plan_xy: torch.Tensor,
                       plan_yx: torch.Tensor | None = None, *, n_projections: int = 200, p: float = 2,
                       generator: torch.Generator | None = None, eps: float = 1e-12) -> torch.Tensor:
@@ -433,27 +529,25 @@ def sw_alignment_loss(feat_x: torch.Tensor, feat_y: torch.Tensor, plan_xy: torch
 
     Args:
         feat_x: (n_x, d); feat_y: (n_y, d) features.
-        plan_xy: (n_x, n_y) row-stochastic soft map; plan_yx: (n_y, n_x) or None.
+        plan_xy: (n_x, n_y) nonnegative row-stochastic soft map; plan_yx: (n_y, n_x) or None.
+        n_projections: directions ``L >= 1``. p: order ``>= 1``. generator: for the directions.
+        eps: floor ``> 0`` of ``SW_p^p``.
     """
-    check_tensor("plan_xy", plan_xy, ndim=2)
-    if tuple(plan_xy.shape) != (feat_x.shape[0], feat_y.shape[0]):
-        raise ValueError(f"plan_xy must have shape {(feat_x.shape[0], feat_y.shape[0])}, got "
-                         f"{tuple(plan_xy.shape)}")
-    eps = check_positive("eps", eps)
     d = feat_x.shape[1]
-    n_projections = check_int("n_projections", n_projections, low=1)
     theta = random_projections(n_projections, d, dtype=feat_x.dtype, device=feat_x.device, generator=generator)
     loss = sliced_wasserstein(feat_x, plan_xy.detach() @ feat_y, p=p, projections=theta).clamp_min(eps).pow(1 / p)
     if plan_yx is not None:
-        check_tensor("plan_yx", plan_yx, ndim=2)
-        if tuple(plan_yx.shape) != (feat_y.shape[0], feat_x.shape[0]):
-            raise ValueError(f"plan_yx must have shape {(feat_y.shape[0], feat_x.shape[0])}, got "
-                             f"{tuple(plan_yx.shape)}")
         loss = loss + sliced_wasserstein(plan_yx.detach() @ feat_x, feat_y, p=p,
                                          projections=theta).clamp_min(eps).pow(1 / p)
     return loss
 
 
+@accepts(basis_x=_BX, basis_y=_BY, feat_x=Tensor("n_x", "d", degenerate=("coincident",)),
+         feat_y=Tensor("n_y", "d", degenerate=("coincident",)), w_bij=Real(ge=0), w_orth=Real(ge=0), w_lap=Real(ge=0), w_couple=Real(ge=0),
+         w_sw=Real(ge=0), n_projections=Int(ge=1), bidirectional_sw=Flag(), tau=Real(gt=0), lam=Real(ge=0),
+         gamma=Real(gt=0), plans=Pair(Tensor(ndims=(2,), nonnegative=True), meaning="(plan_xy, plan_yx)", optional=True),
+         generator=Generator(),
+         example=lambda ctx: {**_example_pair(ctx), "plans": _example_plans(ctx), "n_projections": 8})
 def unsupervised_matching_loss(feat_x: torch.Tensor, feat_y: torch.Tensor, basis_x: SpectralBasis,
                                basis_y: SpectralBasis, *, w_bij: float = 1.0, w_orth: float = 1.0,
                                w_lap: float = 0.0, w_couple: float = 1.0, w_sw: float = 100.0,
@@ -466,9 +560,21 @@ def unsupervised_matching_loss(feat_x: torch.Tensor, feat_y: torch.Tensor, basis
     with ``C_xy, C_yx`` from :func:`solve_functional_map` and ``(Pi_xy, Pi_yx)`` from :func:`soft_pointmap`
     unless ``plans`` gives them (the refinement passes entropic-OT plans). ``w_sw = 0`` is the functional-map-only
     framework the paper builds on.
+
+    Args:
+        feat_x: (n_x, d), feat_y: (n_y, d) features; basis_x, basis_y: their bases (same dtype).
+        w_bij, w_orth, w_lap, w_couple, w_sw: nonnegative weights of the terms.
+        n_projections: SW directions. bidirectional_sw: add ``SW_2(Pi_yx F_x, F_y)``.
+        tau: soft-map temperature ``> 0``. lam, gamma: of :func:`solve_functional_map`.
+        plans: ``(plan_xy (n_x, n_y), plan_yx (n_y, n_x))`` nonnegative maps, or None for the soft maps.
+        generator: for the SW directions.
     """
-    w_couple = check_nonnegative("w_couple", w_couple)
-    w_sw = check_nonnegative("w_sw", w_sw)
+    if plans is not None:
+        n_x, n_y = feat_x.shape[0], feat_y.shape[0]
+        for i, shape in enumerate(((n_x, n_y), (n_y, n_x))):
+            if tuple(plans[i].shape) != shape:
+                raise ValueError(f"plans[{i}] must have shape {shape} (n_x = len(feat_x), n_y = len(feat_y)), got "
+                                 f"{tuple(plans[i].shape)}")
     C_xy = solve_functional_map(feat_x, feat_y, basis_x, basis_y, lam=lam, gamma=gamma)
     C_yx = solve_functional_map(feat_y, feat_x, basis_y, basis_x, lam=lam, gamma=gamma)
     terms = functional_map_losses(C_xy, C_yx, basis_x.evals, basis_y.evals, w_bij=w_bij, w_orth=w_orth,
@@ -502,7 +608,8 @@ def entropic_pointmap(feat_x: torch.Tensor, feat_y: torch.Tensor, *, sigma: floa
     sigma = check_positive("sigma", sigma)
     n_x, n_y = feat_x.shape[0], feat_y.shape[0]
     M = torch.cdist(feat_x, feat_y).square()
-    M = M / M.mean().detach()
+    scale = M.mean().detach()
+    M = M / scale if scale > 0 else M  # all features coincide: M = 0, any scale gives the uniform plan
     reg = 2 * sigma * sigma
     a = torch.full((n_x,), 1.0 / n_x, dtype=M.dtype, device=M.device)
     b = torch.full((n_y,), 1.0 / n_y, dtype=M.dtype, device=M.device)
@@ -512,6 +619,36 @@ def entropic_pointmap(feat_x: torch.Tensor, feat_y: torch.Tensor, *, sigma: floa
     return n_x * plan, n_y * plan.T
 
 
+def _features(model, desc: torch.Tensor, name: str) -> torch.Tensor:
+    """``model(desc)``, checked to be finite (n, d) features of the descriptors' dtype."""
+    out = model(desc)
+    if (not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != desc.shape[0]
+            or out.dtype != desc.dtype):
+        got = (f"shape {tuple(out.shape)} and dtype {out.dtype}" if isinstance(out, torch.Tensor)
+               else type(out).__name__)
+        raise ValueError(f"model must map {name} {tuple(desc.shape)} to ({desc.shape[0]}, d) features of dtype "
+                         f"{desc.dtype}, got {got}")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"model must give finite features, got NaN or inf on {name}")
+    return out
+
+
+def _example_refinement(ctx) -> dict:
+    pair = _example_pair(ctx, d=3)
+    model = torch.nn.Linear(3, 6, dtype=ctx.dtype)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(6, 3, generator=ctx.generator, dtype=ctx.dtype))
+        model.bias.zero_()
+    return {"model": model, "desc_x": pair["feat_x"], "desc_y": pair["feat_y"], "basis_x": pair["basis_x"],
+            "basis_y": pair["basis_y"], "n_iter": 2, "n_projections": 8, "ot_max_iter": 100}
+
+
+@accepts(model=Function(), basis_x=_BX, basis_y=_BY, desc_x=Tensor("n_x", "c", degenerate=("coincident",)),
+         desc_y=Tensor("n_y", "c", degenerate=("coincident",)), n_iter=Int(ge=0),
+         lr=Real(gt=0), sigma=Real(gt=0), w_sw=Real(ge=0), n_projections=Int(ge=1), clip=Real(gt=0),
+         optimizer=Function(optional=True), generator=Generator(), w_bij=Real(ge=0), w_orth=Real(ge=0),
+         w_lap=Real(ge=0), w_couple=Real(ge=0), ot_max_iter=Int(ge=1), ot_tol=Real(ge=0),
+         example=_example_refinement)
 def adaptive_refinement(model: Callable, desc_x: torch.Tensor, desc_y: torch.Tensor, basis_x: SpectralBasis,
                         basis_y: SpectralBasis, *, n_iter: int = 15, lr: float = 1e-3, sigma: float = 0.1,
                         w_sw: float = 100.0, n_projections: int = 200, clip: float = 1.0,
@@ -536,15 +673,14 @@ def adaptive_refinement(model: Callable, desc_x: torch.Tensor, desc_y: torch.Ten
             ``sigma = 0.1`` (``reg = 0.02``) float32 solves may stop short of ``ot_tol`` and warn
             :class:`~paperzoo.transport.ConvergenceWarning` (raise ``ot_max_iter`` or ``ot_tol``).
     """
-    n_iter = check_int("n_iter", n_iter, low=0)
-    lr = check_positive("lr", lr)
-    clip = check_positive("clip", clip)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (its copy is fine-tuned), got {type(model).__name__}")
     model = copy.deepcopy(model)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
     history = []
     for it in range(n_iter):
-        fx, fy = model(desc_x), model(desc_y)
+        fx, fy = _features(model, desc_x, "desc_x"), _features(model, desc_y, "desc_y")
         plans = entropic_pointmap(fx, fy, sigma=sigma, max_iter=ot_max_iter, tol=ot_tol)
         loss = unsupervised_matching_loss(fx, fy, basis_x, basis_y, w_sw=w_sw, n_projections=n_projections,
                                           bidirectional_sw=True, plans=plans, generator=generator,
@@ -557,7 +693,7 @@ def adaptive_refinement(model: Callable, desc_x: torch.Tensor, desc_y: torch.Ten
         opt.step()
         history.append(float(loss.detach()))
     with torch.no_grad():
-        fx, fy = model(desc_x), model(desc_y)
+        fx, fy = _features(model, desc_x, "desc_x"), _features(model, desc_y, "desc_y")
     p2p = pointmap_from_features(fx, fy, basis_x, basis_y)
     return RefinementResult(p2p, functional_map_from_pointmap(p2p, basis_x, basis_y), model, n_iter,
                             torch.tensor(history, dtype=torch.float64))

@@ -42,7 +42,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_tensor
+from paperzoo.core.accepts import Flag, Function, Generator, Int, Real, Tensor, accepts
+from paperzoo.core.checks import check_int
 from paperzoo.transport.entropic import pairwise_cost, sinkhorn_divergence
 from paperzoo.transport.result import ConvergenceWarning
 from paperzoo.transport.sinkhorn import sinkhorn_log
@@ -50,15 +51,15 @@ from paperzoo.transport.sinkhorn import sinkhorn_log
 __all__ = ["monge_gap", "MongeGapFit", "fit_monge_gap_map", "default_map"]
 
 
-def _check_pair(x, Tx):
-    check_tensor("x", x, ndim=2)
-    check_tensor("Tx", Tx, ndim=2)
-    if Tx.shape != x.shape:
-        raise ValueError(f"Tx must have the shape of x {tuple(x.shape)}, got {tuple(Tx.shape)}")
-    if Tx.dtype != x.dtype:
-        raise TypeError(f"Tx must have the dtype of x ({x.dtype}), got {Tx.dtype}")
+def _example_gap(ctx) -> dict:
+    x = torch.randn(ctx.size("n"), ctx.size("d"), generator=ctx.generator, dtype=ctx.dtype)
+    return {"x": x, "Tx": 1.5 * x + 0.3 * torch.randn(x.shape, generator=ctx.generator, dtype=ctx.dtype),
+            "max_iter": 200}
 
 
+@accepts(x=Tensor("n", "d", degenerate=("coincident",)), Tx=Tensor("n", "e", degenerate=("coincident",)),
+         reg=Real(gt=0, optional=True), reg_scale=Real(gt=0), cost_fn=Function(optional=True), max_iter=Int(ge=1),
+         tol=Real(ge=0), warn=Flag(), example=lambda ctx: _example_gap(ctx))
 def monge_gap(x: torch.Tensor, Tx: torch.Tensor, *, reg: float | None = None, reg_scale: float = 0.05,
               cost_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
               max_iter: int = 10_000, tol: float = 1e-6, warn: bool = True) -> torch.Tensor:
@@ -88,22 +89,25 @@ def monge_gap(x: torch.Tensor, Tx: torch.Tensor, *, reg: float | None = None, re
         True
     """
     if cost_fn is None:
-        _check_pair(x, Tx)
+        if Tx.shape[1] != x.shape[1]:
+            raise ValueError(f"Tx must have the shape of x {tuple(x.shape)} for the default cost, got "
+                             f"{tuple(Tx.shape)}")
+        C = pairwise_cost(x, Tx, 2)
     else:
-        check_tensor("x", x, ndim=2)
-        check_tensor("Tx", Tx, ndim=2)
-    reg_scale = check_positive("reg_scale", reg_scale)
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
-    if Tx.shape[0] != x.shape[0]:
-        raise ValueError(f"Tx must have one row per row of x ({x.shape[0]}), got {Tx.shape[0]}")
-    C = pairwise_cost(x, Tx, 2) if cost_fn is None else cost_fn(x, Tx)
+        C = cost_fn(x, Tx)
+        n = x.shape[0]
+        if not isinstance(C, torch.Tensor) or tuple(C.shape) != (n, n) or C.dtype != x.dtype:
+            got = (f"{type(C).__name__} of shape {tuple(C.shape)} and dtype {C.dtype}" if isinstance(C, torch.Tensor)
+                   else type(C).__name__)
+            raise ValueError(f"cost_fn must return an ({n}, {n}) tensor of dtype {x.dtype} (the costs c(x_i, Tx_j)), "
+                             f"got {got}")
+        if not bool(torch.isfinite(C).all()):
+            raise ValueError("cost_fn must return finite costs, got NaN or inf entries")
     n = x.shape[0]
     if reg is None:
         reg = reg_scale * float(C.detach().mean())
-        if reg <= 0:  # T(x) == x on every point: the gap is exactly 0 and any eps gives the same plan
+        if reg <= 0:  # a zero mean cost (T(x) == x everywhere: the gap is 0 for any eps) has no scale to use
             reg = reg_scale
-    reg = check_positive("reg", reg)
     a = torch.full((n,), 1.0 / n, dtype=C.dtype, device=C.device)
     with warnings.catch_warnings():
         if not warn:
@@ -126,15 +130,20 @@ class MongeGapFit(NamedTuple):
         model: the fitted map, (b, d) -> (b, d).
         loss_history: (n_iter,) total loss per step (CPU float64).
         fit_history: (n_iter,) Sinkhorn-divergence term per step.
-        gap_history: (n_iter,) Monge-gap estimate per step (``NaN`` when ``lam == 0``: not computed).
+        gap_history: (n_iter,) Monge-gap estimate per step; ``None`` when ``lam == 0`` (not computed).
     """
 
     model: nn.Module
     loss_history: torch.Tensor
     fit_history: torch.Tensor
-    gap_history: torch.Tensor
+    gap_history: torch.Tensor | None
 
 
+@accepts(x=Tensor("n", "d", degenerate=("coincident",)), y=Tensor("m", "d", degenerate=("coincident",)),
+         lam=Real(ge=0), n_iter=Int(ge=1), batch_size=Int(ge=2), lr=Real(gt=0), fit_reg=Real(gt=0),
+         gap_reg=Real(gt=0, optional=True), gap_reg_scale=Real(gt=0), max_iter=Int(ge=1), tol=Real(ge=0),
+         model=Function(optional=True), optimizer=Function(optional=True), generator=Generator(),
+         example=lambda ctx: {"n_iter": 2, "max_iter": 100})
 def fit_monge_gap_map(x: torch.Tensor, y: torch.Tensor, *, lam: float = 1.0, n_iter: int = 1000,
                       batch_size: int = 256, lr: float = 1e-3, fit_reg: float = 0.1, gap_reg: float | None = None,
                       gap_reg_scale: float = 0.05, max_iter: int = 1000, tol: float = 1e-4,
@@ -162,15 +171,8 @@ def fit_monge_gap_map(x: torch.Tensor, y: torch.Tensor, *, lam: float = 1.0, n_i
         >>> fit.model(x).shape
         torch.Size([128, 2])
     """
-    check_tensor("x", x, ndim=2)
-    check_tensor("y", y, ndim=2)
-    if y.shape[1] != x.shape[1]:
-        raise ValueError(f"y must have the feature dimension of x ({x.shape[1]}), got {y.shape[1]}")
-    lam = check_nonnegative("lam", lam)
-    n_iter = check_int("n_iter", n_iter, low=1)
-    batch_size = check_int("batch_size", batch_size, low=2)
-    lr = check_positive("lr", lr)
-    fit_reg = check_positive("fit_reg", fit_reg)
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (its parameters are trained), got {type(model).__name__}")
     T = (model if model is not None else default_map(x.shape[1])).to(device=x.device, dtype=x.dtype)
     opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=lr)))(T.parameters())
     hist = torch.zeros(3, n_iter, dtype=torch.float64)
@@ -187,11 +189,13 @@ def fit_monge_gap_map(x: torch.Tensor, y: torch.Tensor, *, lam: float = 1.0, n_i
                 gap = monge_gap(xb, Tx, reg=gap_reg, reg_scale=gap_reg_scale, max_iter=max_iter, tol=tol)
                 loss = fit + lam * gap
             else:
-                gap, loss = torch.tensor(float("nan")), fit
+                gap, loss = None, fit
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss became NaN or inf at step {it}; decrease lr")
             opt.zero_grad()
             loss.backward()
             opt.step()
-            hist[:, it] = torch.tensor([float(loss.detach()), float(fit.detach()), float(gap.detach())])
-    return MongeGapFit(T, hist[0], hist[1], hist[2])
+            hist[0, it], hist[1, it] = float(loss.detach()), float(fit.detach())
+            if gap is not None:
+                hist[2, it] = float(gap.detach())
+    return MongeGapFit(T, hist[0], hist[1], hist[2] if lam > 0 else None)

@@ -20,12 +20,14 @@ from typing import NamedTuple
 import torch
 
 from paperzoo.core.accepts import Int, Real, Tensor, accepts
-from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_same_shape, check_tensor
 from paperzoo.transport.result import ConvergenceWarning, OTResult
 
 __all__ = ["sinkhorn_log", "check_ot_inputs", "marginal_error", "plan_from_potentials"]
 
 
+@accepts(a=Tensor("n", positive_mass=True, degenerate=("zero_mass",)),
+         b=Tensor("m", positive_mass=True, degenerate=("zero_mass",)), M=Tensor("n", "m"), reg=Real(gt=0),
+         mass_rtol=Real(ge=0))
 def check_ot_inputs(a, b, M, reg, *, mass_rtol: float = 1e-6) -> float:
     """Validate the arguments of an OT solver ``(a, b, M, reg)``; return ``reg`` as a float.
 
@@ -41,47 +43,77 @@ def check_ot_inputs(a, b, M, reg, *, mass_rtol: float = 1e-6) -> float:
         ValueError: wrong dimensions or shapes, negative or non-finite entries, zero or unequal masses,
             mismatched devices, ``reg <= 0``.
     """
-    check_tensor("a", a, ndim=1, nonnegative=True)
-    check_tensor("b", b, ndim=1, nonnegative=True)
-    check_tensor("M", M, ndim=2)
-    for name, x in (("b", b), ("M", M)):
-        if x.dtype != a.dtype:
-            raise TypeError(f"{name} must have the dtype of a ({a.dtype}), got {x.dtype}")
-        if x.device != a.device:
-            raise ValueError(f"{name} must be on the device of a ({a.device}), got {x.device}")
-    check_same_shape("M", M, (a.shape[0], b.shape[0]), what="len(a), len(b)")
-    reg = check_positive("reg", reg)
-    mass_rtol = check_nonnegative("mass_rtol", mass_rtol)
+    _check_equal_mass(a, b, mass_rtol)  # the declaration has checked everything else
+    return float(reg)
+
+
+def _check_equal_mass(a: torch.Tensor, b: torch.Tensor, mass_rtol: float) -> None:
+    """``|sum(a) - sum(b)| <= mass_rtol * max(sum(a), sum(b))``: the relation between validated marginals that
+    the declarations cannot state."""
     mass_a, mass_b = float(a.detach().sum()), float(b.detach().sum())
-    if mass_a <= 0:
-        raise ValueError(f"a must have positive total mass, got sum(a)={mass_a!r}")
-    if mass_b <= 0:
-        raise ValueError(f"b must have positive total mass, got sum(b)={mass_b!r}")
     if abs(mass_a - mass_b) > mass_rtol * max(mass_a, mass_b):
         raise ValueError(
             f"b must have the same total mass as a (relative tolerance mass_rtol={mass_rtol:g}), "
             f"got sum(a)={mass_a!r}, sum(b)={mass_b!r}"
         )
-    return reg
 
 
+def _marginal_error(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - b).abs().sum())
+
+
+@accepts(plan=Tensor("n", "m", nonnegative=True, degenerate=("zeros",)),
+         a=Tensor("n", nonnegative=True, degenerate=("zero_mass",)),
+         b=Tensor("m", nonnegative=True, degenerate=("zero_mass",)))
 def marginal_error(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
     """``||plan 1 - a||_1 + ||plan^T 1 - b||_1``: the stopping quantity of every solver here.
 
     Args:
-        plan: (n, m) transport plan.
-        a: (n,) source marginal.
-        b: (m,) target marginal.
+        plan: (n, m) nonnegative transport plan.
+        a: (n,) nonnegative source marginal.
+        b: (m,) nonnegative target marginal.
+
+    Example:
+        >>> import torch
+        >>> a = b = torch.full((2,), 0.5, dtype=torch.float64)
+        >>> marginal_error(torch.diag(a), a, b)
+        0.0
     """
-    return float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - b).abs().sum())
+    return _marginal_error(plan, a, b)  # the solvers call _marginal_error in their loops: no re-validation
 
 
+@accepts(f=Tensor("n", finite=False), g=Tensor("m", finite=False), M=Tensor("n", "m"), reg=Real(gt=0))
 def plan_from_potentials(f: torch.Tensor, g: torch.Tensor, M: torch.Tensor, reg: float) -> torch.Tensor:
     """The plan ``exp((f_i + g_j - M_ij) / reg)`` of dual potentials ``f`` (n,), ``g`` (m,) and cost ``M`` (n, m).
 
-    ``-inf`` potentials (zero-mass bins) give exact zeros.
+    Args:
+        f: (n,) source potential, finite or ``-inf`` (a zero-mass bin: its row of the plan is exactly zero).
+        g: (m,) target potential, finite or ``-inf``.
+        M: (n, m) finite cost matrix.
+        reg: the entropic regularisation ``> 0`` the potentials were computed with.
+
+    Raises:
+        ValueError: NaN or ``+inf`` potentials, or potentials whose plan overflows the dtype (they do not come
+            from a solve with this ``M`` and ``reg``).
+
+    Example:
+        >>> import torch
+        >>> f = torch.tensor([0.0, -float("inf")], dtype=torch.float64)
+        >>> plan_from_potentials(f, torch.zeros(2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), 1.0)
+        tensor([[1., 1.],
+                [0., 0.]], dtype=torch.float64)
     """
-    return torch.exp((f[:, None] + g[None, :] - M) / reg)
+    for name, x in (("f", f), ("g", g)):
+        bad = torch.isnan(x) | (x == math.inf)
+        if bool(bad.any()):
+            raise ValueError(f"{name} must have finite or -inf entries, got {float(x[bad][0])!r} at index "
+                             f"{int(bad.nonzero()[0, 0])}")
+    plan = torch.exp((f[:, None] + g[None, :] - M) / reg)
+    if not bool(torch.isfinite(plan).all()):
+        top = float(((f[:, None] + g[None, :] - M) / reg).max())
+        raise ValueError(f"f, g and M give a plan that overflows {plan.dtype}: (f_i + g_j - M_ij) / reg reaches "
+                         f"{top:.4g}; the potentials do not come from a solve with this M and reg={reg!r}")
+    return plan
 
 
 def _log_floor(dtype: torch.dtype) -> float:
@@ -172,7 +204,7 @@ def _finish(prob: _Problem, f, g, *, tol: float, n_sinkhorn: int, n_newton: int,
     reg = prob.reg
     if plan_s is None:
         plan_s = torch.exp(prob.K + (f / reg)[:, None] + (g / reg)[None, :])
-    err = marginal_error(plan_s, prob.a, prob.b)
+    err = _marginal_error(plan_s, prob.a, prob.b)
     n_iter = n_sinkhorn + n_newton
     if not math.isfinite(err) or not bool(torch.isfinite(plan_s).all()):
         _raise_nonfinite(solver, n_iter)
@@ -304,10 +336,8 @@ def sinkhorn_log(a, b, M, reg, *, max_iter: int = 100_000, tol: float = 1e-9, ch
     if is_batched(a, b, M):
         return sinkhorn_log_batched(a, b, M, reg, max_iter=max_iter, tol=tol, check_every=check_every,
                                     mass_rtol=mass_rtol)
-    reg = check_ot_inputs(a, b, M, reg, mass_rtol=mass_rtol)
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
-    check_every = check_int("check_every", check_every, low=1)
+    _check_equal_mass(a, b, mass_rtol)
+    reg = float(reg)
 
     def solve(a, b, M):
         prob = _prepare(a, b, M, reg)

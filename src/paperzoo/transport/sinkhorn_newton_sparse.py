@@ -17,11 +17,10 @@ import warnings
 
 import torch
 
-from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive
+from paperzoo.core.accepts import Int, Real, Tensor, accepts
 from paperzoo.transport.result import OTResult
-from paperzoo.transport.sinkhorn import (_exp, _finish, _prepare, _Problem, _raise_nonfinite, _sinkhorn_sweeps,
-                                        _solve_detached)
-from paperzoo.transport.sinkhorn import check_ot_inputs
+from paperzoo.transport.sinkhorn import (_check_equal_mass, _exp, _finish, _prepare, _Problem, _raise_nonfinite,
+                                        _sinkhorn_sweeps, _solve_detached)
 
 __all__ = ["sinkhorn_newton_sparse"]
 
@@ -107,6 +106,12 @@ def _conjugate_gradient(matvec, rhs: torch.Tensor, n: int, *, tol: float, max_it
     return _project_null(x, n), it
 
 
+@accepts(a=Tensor("n", positive_mass=True, degenerate=("zero_mass",)),
+         b=Tensor("m", positive_mass=True, degenerate=("zero_mass",)), M=Tensor("n", "m"), reg=Real(gt=0),
+         n_sinkhorn=Int(ge=0), max_iter=Int(ge=1), tol=Real(ge=0), density=Real(gt=0, le=1, optional=True),
+         cg_tol=Real(gt=0), cg_max_iter=Int(ge=1, optional=True), armijo=Real(gt=0, lt=0.5),
+         backtrack=Real(gt=0, lt=1), max_backtracks=Int(ge=1), mass_rtol=Real(ge=0),
+         example=lambda ctx: {"n_sinkhorn": 5, "max_iter": 12, "tol": 1e-6}, infinite_ok=("f", "g"))
 def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int = 1000, tol: float = 1e-9,
                            density: float | None = None, cg_tol: float = 1e-10, cg_max_iter: int | None = None,
                            armijo: float = 1e-4, backtrack: float = 0.5, max_backtracks: int = 30,
@@ -194,19 +199,8 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, n_sinkhorn: int = 20, max_iter: int 
         >>> res.converged, res.marginal_error <= 1e-9
         (True, True)
     """
-    reg = check_ot_inputs(a, b, M, reg, mass_rtol=mass_rtol)
-    n_sinkhorn = check_int("n_sinkhorn", n_sinkhorn, low=0)
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
-    if density is not None:
-        density = check_number("density", density, low=0.0, high=1.0, low_inclusive=False)
-    cg_tol = check_positive("cg_tol", cg_tol)
-    if cg_max_iter is not None:
-        cg_max_iter = check_int("cg_max_iter", cg_max_iter, low=1)
-    armijo = check_number("armijo", armijo, low=0.0, high=0.5, low_inclusive=False, high_inclusive=False)
-    backtrack = check_number("backtrack", backtrack, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
-    max_backtracks = check_int("max_backtracks", max_backtracks, low=1)
-
+    _check_equal_mass(a, b, mass_rtol)  # the declaration has checked every argument on its own
+    reg = float(reg)
 
     def solve(a, b, M):
         prob = _prepare(a, b, M, reg)

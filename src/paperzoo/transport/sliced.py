@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import torch
 
+from paperzoo.core.accepts import Choice, Generator, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_number, check_tensor
 
 __all__ = [
@@ -63,6 +64,23 @@ __all__ = [
 ]
 
 
+_X = Tensor("n", "d", degenerate=("coincident",))
+_Y = Tensor("m", "d", degenerate=("coincident",))
+_A = Tensor("n", positive_mass=True, degenerate=("zero_mass",), optional=True)
+_B = Tensor("m", positive_mass=True, degenerate=("zero_mass",), optional=True)
+
+
+def _example_measures(ctx, n_projections: int = 8) -> dict:
+    """Weights and explicit directions of an example call (the generic specs build ``x`` and ``y``)."""
+    a = torch.rand(ctx.size("n"), generator=ctx.generator, dtype=ctx.dtype) + 0.1
+    b = torch.rand(ctx.size("m"), generator=ctx.generator, dtype=ctx.dtype) + 0.1
+    theta = torch.randn(n_projections, ctx.size("d"), generator=ctx.generator, dtype=ctx.dtype)
+    return {"a": a / a.sum(), "b": b / b.sum(), "projections": theta / theta.norm(dim=1, keepdim=True)}
+
+
+@accepts(n_projections=Int(ge=1), dim=Int(ge=1),
+         dtype=Choice(torch.float32, torch.float64, torch.float16, torch.bfloat16), generator=Generator(),
+         example=lambda ctx: {"n_projections": 4, "dim": 3, "dtype": ctx.dtype})
 def random_projections(n_projections: int, dim: int, *, dtype=torch.float32, device=None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """``(n_projections, dim)`` i.i.d. directions uniform on the unit sphere ``S^{dim-1}`` (normalised Gaussians)."""
@@ -147,6 +165,8 @@ def _quantile_wasserstein(u: torch.Tensor, v: torch.Tensor, a, b, p: float) -> t
     return ((qu - qv).abs().pow(p) * dt).sum(dim=1)
 
 
+@accepts(x=_X, y=_Y, projections=Tensor("L", "d"), p=Real(ge=1), a=_A, b=_B,
+         example=lambda ctx: _example_measures(ctx))
 def projected_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: torch.Tensor, *, p: float = 2,
                           a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> torch.Tensor:
     """Per-direction ``W_p^p(theta_l#mu, theta_l#nu)``, shape (L,).
@@ -169,6 +189,9 @@ def _directions(x, projections, n_projections, generator):
     return random_projections(n_projections, x.shape[1], dtype=x.dtype, device=x.device, generator=generator)
 
 
+@accepts(x=_X, y=_Y, n_projections=Int(ge=1, optional=True), p=Real(ge=1), a=_A, b=_B, generator=Generator(),
+         projections=Tensor("L", "d", optional=True),
+         example=lambda ctx: {**_example_measures(ctx), "n_projections": 8})
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, n_projections: int | None = None, p: float = 2,
                        a: torch.Tensor | None = None, b: torch.Tensor | None = None,
                        generator: torch.Generator | None = None,
@@ -212,6 +235,9 @@ def _projected_var(proj: torch.Tensor, w):
     return (proj - (proj @ w)[:, None]).pow(2) @ w
 
 
+@accepts(x=_X, y=_Y, n_projections=Int(ge=2, optional=True), variant=Choice("lower", "upper"), a=_A, b=_B,
+         generator=Generator(), projections=Tensor("L", "d", optional=True),
+         example=lambda ctx: {**_example_measures(ctx), "n_projections": 8})
 def sliced_wasserstein_cv(x: torch.Tensor, y: torch.Tensor, *, n_projections: int | None = None,
                           variant: str = "lower", a: torch.Tensor | None = None, b: torch.Tensor | None = None,
                           generator: torch.Generator | None = None,
@@ -240,8 +266,9 @@ def sliced_wasserstein_cv(x: torch.Tensor, y: torch.Tensor, *, n_projections: in
     a, b, _ = _check_inputs(x, y, a, b, 2, projections, n_projections)
     check_choice("variant", variant, ("lower", "upper"))
     theta = _directions(x, projections, n_projections, generator)
-    if theta.shape[0] < 2:
-        raise ValueError(f"n_projections must be >= 2 for a control variate, got {theta.shape[0]}")
+    if theta.shape[0] < 2:  # only an explicit projections can get here: the declaration has n_projections >= 2
+        raise ValueError(f"projections must have at least 2 rows (directions) for a control variate, got "
+                         f"{theta.shape[0]}")
     w, controls = _cv_parts(x, y, theta, a, b)
     return _cv_combine(w, *controls[variant])
 

@@ -55,9 +55,9 @@ import warnings
 
 import torch
 
-from paperzoo.core.checks import check_choice, check_int, check_nonnegative
+from paperzoo.core.accepts import Choice, Int, Probe, Real, Spec, Tensor, accepts
 from paperzoo.transport.result import ConvergenceWarning, OTResult
-from paperzoo.transport.sinkhorn import check_ot_inputs, marginal_error
+from paperzoo.transport.sinkhorn import _check_equal_mass, _marginal_error
 
 __all__ = ["sparsity_constrained_ot", "projection_sparse_simplex", "top_k_mask"]
 
@@ -71,6 +71,45 @@ def top_k_mask(S: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(S, dtype=torch.bool).scatter_(0, idx, True)
 
 
+class _Radii(Spec):
+    """A positive number, or a tensor of positive numbers with one entry per column of ``like`` (symbol ``m``)."""
+
+    def __init__(self, like: str):
+        self.like, self.optional = like, False
+        self._number, self._tensor = Real(gt=0), Tensor("m")
+
+    def check(self, name, value, binding):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            self._tensor.check(name, value, binding)
+            if value.numel() and not bool((value > 0).all()):
+                raise ValueError(f"{name} must be > 0 entrywise, got a minimum of {float(value.min())!r}")
+        else:
+            self._number.check(name, value, binding)
+
+    def example(self, ctx):
+        return 1.0
+
+    def probes(self, name, value):
+        out = self._number.probes(name, 1.0)
+
+        def radii(fill=None):
+            def mutate(kw):
+                m = kw[self.like].shape[-1]
+                z = torch.linspace(0.5, 2.0, m, dtype=kw[self.like].dtype)
+                if fill is not None:
+                    z[0] = fill
+                return {**kw, name: z}
+            return mutate
+
+        out.append(Probe(name, "per-column radii", True, radii()))
+        out += [Probe(name, f"per-column radii with a {v!r} entry", False, radii(v))
+                for v in (0.0, -1.0, float("nan"), float("inf"))]
+        out.append(Probe(name, "radii of the wrong length", False,
+                         lambda kw: {**kw, name: torch.ones(kw[self.like].shape[-1] + 1, dtype=kw[self.like].dtype)}))
+        return out
+
+
+@accepts(V=Tensor("n", "m"), k=Int(ge=1), z=_Radii(like="V"))
 def projection_sparse_simplex(V: torch.Tensor, k: int, z: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Column-wise Euclidean projection onto :math:`\{t \ge 0, \sum t = z, \|t\|_0 \le k\}`.
 
@@ -80,7 +119,7 @@ def projection_sparse_simplex(V: torch.Tensor, k: int, z: torch.Tensor | float =
     Args:
         V: (n, m) columns to project.
         k: maximum nonzeros per column, ``k >= 1``.
-        z: scalar or (m,) positive radii.
+        z: a number or an (m,) tensor (one radius per column), ``> 0``.
 
     Returns:
         ``(T, tau)``: the (n, m) projection and the (m,) thresholds, ``T = [V - tau]_+`` on the top-``k`` support.
@@ -91,7 +130,11 @@ def projection_sparse_simplex(V: torch.Tensor, k: int, z: torch.Tensor | float =
         >>> T.squeeze(1)
         tensor([0.6000, 0.4000, 0.0000])
     """
-    k = check_int("k", k, low=1)
+    return _projection_sparse_simplex(V, k, z)
+
+
+def _projection_sparse_simplex(V: torch.Tensor, k: int, z: torch.Tensor | float = 1.0):
+    """:func:`projection_sparse_simplex` without validation (the semi-dual calls it at every L-BFGS step)."""
     n, m = V.shape
     kk = min(k, n)
     z = torch.as_tensor(z, dtype=V.dtype, device=V.device).expand(m)
@@ -112,10 +155,15 @@ def _dual_plan(f, g, M, reg, k):
 
 def _semi_dual_plan(f, b, M, reg, k):
     X = f[:, None] - M
-    P, tau = projection_sparse_simplex(X / (reg * b[None, :]), k)
+    P, tau = _projection_sparse_simplex(X / (reg * b[None, :]), k)
     return P * b[None, :], -reg * b * tau
 
 
+@accepts(a=Tensor("n", positive_mass=True, degenerate=("zero_mass",)),
+         b=Tensor("m", positive_mass=True, degenerate=("zero_mass",)), M=Tensor("n", "m"), reg=Real(gt=0),
+         k=Int(ge=1), formulation=Choice("dual", "semi_dual"), max_iter=Int(ge=1), tol=Real(ge=0),
+         check_every=Int(ge=1), history_size=Int(ge=1), mass_rtol=Real(ge=0),
+         example=lambda ctx: {"k": 2, "max_iter": 50}, infinite_ok=("f", "g"))
 def sparsity_constrained_ot(a, b, M, reg, k, *, formulation: str = "dual", max_iter: int = 1000,
                             tol: float = 1e-6, check_every: int = 10, history_size: int = 20,
                             mass_rtol: float = 1e-6) -> OTResult:
@@ -156,13 +204,8 @@ def sparsity_constrained_ot(a, b, M, reg, k, *, formulation: str = "dual", max_i
         >>> bool((res.plan > 0).sum(0).max() <= 2), res.converged
         (True, True)
     """
-    reg = check_ot_inputs(a, b, M, reg, mass_rtol=mass_rtol)
-    k = check_int("k", k, low=1)
-    formulation = check_choice("formulation", formulation, ("dual", "semi_dual"))
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
-    check_every = check_int("check_every", check_every, low=1)
-    history_size = check_int("history_size", history_size, low=1)
+    _check_equal_mass(a, b, mass_rtol)  # the declaration has checked every argument on its own
+    reg = float(reg)
     n, m = M.shape
     rows = torch.nonzero(a > 0).squeeze(1)
     cols = torch.nonzero(b > 0).squeeze(1)
@@ -207,7 +250,7 @@ def sparsity_constrained_ot(a, b, M, reg, k, *, formulation: str = "dual", max_i
         best = (math.inf, None)
         while True:
             T, ff, gg = _plan_of(z.detach(), ns, a_s, b_s, M_s, reg, k, dual)
-            err = marginal_error(T, a_s, b_s)
+            err = _marginal_error(T, a_s, b_s)
             if not math.isfinite(err) or not bool(torch.isfinite(T).all()):
                 raise FloatingPointError(
                     f"sparsity_constrained_ot produced NaN/inf at iteration {n_iter}; rescale M, increase reg or "

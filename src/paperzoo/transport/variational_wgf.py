@@ -44,7 +44,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_tensor
+from paperzoo.core.accepts import Function, Generator, Int, Real, Tensor, accepts
+from paperzoo.core.checks import check_int, check_positive, check_tensor
 
 __all__ = [
     "kl_variational",
@@ -142,7 +143,7 @@ class JKOResult(NamedTuple):
         n_steps: JKO steps taken.
         objective_history: (n_steps, n_iter) the map objective at every outer iteration (CPU, float64).
         entropy_history: (n_steps,) the estimate of ``int rho_{k+1} log rho_{k+1}`` (variational: the critic's
-            value on the last batch; density: ``NaN``, the baseline only knows it up to a constant).
+            value on the last batch); ``None`` for :func:`density_jko`, which knows it up to a constant only.
     """
 
     x: torch.Tensor
@@ -150,19 +151,20 @@ class JKOResult(NamedTuple):
     times: torch.Tensor
     n_steps: int
     objective_history: torch.Tensor
-    entropy_history: torch.Tensor
+    entropy_history: torch.Tensor | None
 
 
-def _check_common(x, potential, step_size, n_steps, n_iter, batch_size, lr):
-    check_tensor("x", x, ndim=2)
-    if not callable(potential):
-        raise TypeError(f"potential must be callable, got {type(potential).__name__}")
-    step_size = check_positive("step_size", step_size)
-    n_steps = check_int("n_steps", n_steps, low=1)
-    n_iter = check_int("n_iter", n_iter, low=1)
-    batch_size = check_int("batch_size", batch_size, low=1)
-    lr = check_positive("lr", lr)
-    return step_size, n_steps, n_iter, min(batch_size, x.shape[0]), lr
+def _module(factory_name: str, factory, d: int, x: torch.Tensor) -> nn.Module:
+    net = factory(d)
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"{factory_name} must return a torch.nn.Module, got {type(net).__name__}")
+    return net.to(device=x.device, dtype=x.dtype)
+
+
+def _check_output(name: str, out, shape: tuple, what: str) -> None:
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name} must map (b, d) points to {what} of shape {shape}, got {got}")
 
 
 def _default_optimizer(lr: float) -> Callable:
@@ -182,12 +184,13 @@ def _run_jko(x, potential, *, step_size, n_steps, n_iter, batch_size, lr, map_fa
     every map update (critic steps), ``entropy_hook.term(xb, T, Tx)`` returns the differentiable entropy term.
     """
     n, d = x.shape
+    batch_size = min(batch_size, n)
     make_opt = optimizer if optimizer is not None else _default_optimizer(lr)
-    T = (map_factory(d) if map_factory is not None else ResidualMap(d)).to(device=x.device, dtype=x.dtype)
+    T = _module("map_factory", map_factory, d, x) if map_factory is not None else ResidualMap(d).to(x.device, x.dtype)
     opt_T = make_opt(T.parameters())
     traj = [x.detach().clone()]
     obj_hist = torch.zeros(n_steps, n_iter, dtype=torch.float64)
-    ent_hist = torch.full((n_steps,), float("nan"), dtype=torch.float64)
+    ent_hist = torch.full((n_steps,), float("nan"), dtype=torch.float64) if entropy_hook.reports else None
     xk = x.detach()
     for k in range(n_steps):
         entropy_hook.begin(xk)
@@ -198,8 +201,11 @@ def _run_jko(x, potential, *, step_size, n_steps, n_iter, batch_size, lr, map_fa
                 Tx_fixed = T(xb)
             entropy_hook.inner(xb, Tx_fixed)
             Tx = T(xb)
+            _check_output("the map of map_factory", Tx, tuple(xb.shape), "points")
+            energy = potential(Tx)
+            _check_output("potential", energy, (xb.shape[0],), "energies")
             # JKO objective: transport cost / (2 tau) + potential energy + entropy (variational or exact)
-            obj = ((Tx - xb) ** 2).sum(-1).mean() / (2 * step_size) + potential(Tx).mean() + entropy_hook.term(xb, T, Tx)
+            obj = ((Tx - xb) ** 2).sum(-1).mean() / (2 * step_size) + energy.mean() + entropy_hook.term(xb, T, Tx)
             if not torch.isfinite(obj):
                 _raise_nan("the JKO objective", k, it)
             opt_T.zero_grad()
@@ -210,7 +216,8 @@ def _run_jko(x, potential, *, step_size, n_steps, n_iter, batch_size, lr, map_fa
             xk = T(xk)
         if not bool(torch.isfinite(xk).all()):
             _raise_nan("the particles", k, n_iter)
-        ent_hist[k] = entropy_hook.last_value
+        if ent_hist is not None:
+            ent_hist[k] = entropy_hook.last_value
         traj.append(xk.clone())
     times = torch.arange(n_steps + 1, dtype=torch.float64) * step_size
     return JKOResult(xk, torch.stack(traj), times, n_steps, obj_hist, ent_hist)
@@ -219,18 +226,27 @@ def _run_jko(x, potential, *, step_size, n_steps, n_iter, batch_size, lr, map_fa
 class _VariationalEntropy:
     """Entropy through the critic: ``E[log gamma_k(Tx)] + E[log h(Tx)] - E_{Gamma_k}[h] + 1``."""
 
+    reports = True
+
     def __init__(self, d, x, critic_factory, make_opt, n_inner, ref_jitter, floor, generator):
-        self.h = (critic_factory(d) if critic_factory is not None else PositiveCritic(d)).to(x.device, x.dtype)
+        self.h = (_module("critic_factory", critic_factory, d, x) if critic_factory is not None
+                  else PositiveCritic(d).to(x.device, x.dtype))
         self.opt = make_opt(self.h.parameters())
         self.n_inner, self.jitter, self.floor, self.gen = n_inner, ref_jitter, floor, generator
         self.last_value = float("nan")
 
     def begin(self, xk):
-        mean = xk.mean(0)
-        cov = torch.cov(xk.T).reshape(xk.shape[1], xk.shape[1])
-        cov = cov + self.jitter * torch.eye(xk.shape[1], dtype=xk.dtype, device=xk.device)
-        self.ref = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
-        self.chol = torch.linalg.cholesky(cov)
+        mean, d = xk.mean(0), xk.shape[1]
+        # one particle has no spread: its covariance is 0 (torch.cov's unbiased estimate would divide by 0)
+        cov = torch.cov(xk.T).reshape(d, d) if xk.shape[0] > 1 else xk.new_zeros((d, d))
+        cov = cov + self.jitter * torch.eye(d, dtype=xk.dtype, device=xk.device)
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if int(info) != 0 or not bool(torch.isfinite(chol).all()):
+            raise ValueError(f"x: the particles' covariance plus ref_jitter={self.jitter!r} is not positive definite "
+                             f"(the particles lie on a lower-dimensional set), so the reference Gaussian is "
+                             f"degenerate; increase ref_jitter")
+        self.ref = torch.distributions.MultivariateNormal(mean, scale_tril=chol)
+        self.chol = chol
         self.mean = mean
 
     def _ref_sample(self, m):
@@ -241,7 +257,9 @@ class _VariationalEntropy:
         # the critic ascends the variational bound on the current pushforward; the map is frozen here
         for _ in range(self.n_inner):
             z = self._ref_sample(xb.shape[0])
-            loss = -kl_variational(self.h(Tx), self.h(z), floor=self.floor)
+            h_p = self.h(Tx)
+            _check_output("the critic of critic_factory", h_p, (Tx.shape[0],), "values")
+            loss = -kl_variational(h_p, self.h(z), floor=self.floor)
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
@@ -265,6 +283,7 @@ class _LogDetEntropy:
     """Entropy by change of variables: ``-E log|det grad T(x)|`` (plus a constant independent of ``T``)."""
 
     last_value = float("nan")
+    reports = False  # the entropy is known up to a constant only
 
     def begin(self, xk):
         pass
@@ -280,6 +299,18 @@ class _LogDetEntropy:
         return -torch.linalg.slogdet(torch.stack(rows, dim=1))[1].mean()
 
 
+def _example_flow(ctx) -> dict:
+    return {"x": torch.randn(16, 2, generator=ctx.generator, dtype=ctx.dtype) + 1.0,
+            "potential": lambda y: 0.5 * y.square().sum(-1), "n_steps": 1, "n_iter": 3, "batch_size": 8}
+
+
+_FLOW = dict(x=Tensor("n", "d", degenerate=("coincident",)), potential=Function(), step_size=Real(gt=0),
+             n_steps=Int(ge=1), n_iter=Int(ge=1), batch_size=Int(ge=1), lr=Real(gt=0),
+             map_factory=Function(optional=True), optimizer=Function(optional=True), generator=Generator(),
+             example=_example_flow)
+
+
+@accepts(**_FLOW, n_inner=Int(ge=1), ref_jitter=Real(ge=0), floor=Real(gt=0), critic_factory=Function(optional=True))
 def variational_jko(x: torch.Tensor, potential: Callable[[torch.Tensor], torch.Tensor], *,
                     step_size: float = 0.05, n_steps: int = 10, n_iter: int = 200, n_inner: int = 3,
                     batch_size: int = 256, lr: float = 5e-3, ref_jitter: float = 1e-6, floor: float = 1e-10,
@@ -322,17 +353,13 @@ def variational_jko(x: torch.Tensor, potential: Callable[[torch.Tensor], torch.T
         >>> res.trajectory.shape
         torch.Size([3, 512, 2])
     """
-    step_size, n_steps, n_iter, batch_size, lr = _check_common(x, potential, step_size, n_steps, n_iter,
-                                                               batch_size, lr)
-    n_inner = check_int("n_inner", n_inner, low=1)
-    ref_jitter = check_nonnegative("ref_jitter", ref_jitter)
-    floor = check_positive("floor", floor)
     make_opt = optimizer if optimizer is not None else _default_optimizer(lr)
     hook = _VariationalEntropy(x.shape[1], x, critic_factory, make_opt, n_inner, ref_jitter, floor, generator)
     return _run_jko(x, potential, step_size=step_size, n_steps=n_steps, n_iter=n_iter, batch_size=batch_size,
                     lr=lr, map_factory=map_factory, optimizer=optimizer, generator=generator, entropy_hook=hook)
 
 
+@accepts(**_FLOW)
 def density_jko(x: torch.Tensor, potential: Callable[[torch.Tensor], torch.Tensor], *,
                 step_size: float = 0.05, n_steps: int = 10, n_iter: int = 200, batch_size: int = 256,
                 lr: float = 5e-3, map_factory: Callable[[int], nn.Module] | None = None,
@@ -351,8 +378,6 @@ def density_jko(x: torch.Tensor, potential: Callable[[torch.Tensor], torch.Tenso
         >>> res.x.shape
         torch.Size([256, 2])
     """
-    step_size, n_steps, n_iter, batch_size, lr = _check_common(x, potential, step_size, n_steps, n_iter,
-                                                               batch_size, lr)
     return _run_jko(x, potential, step_size=step_size, n_steps=n_steps, n_iter=n_iter, batch_size=batch_size,
                     lr=lr, map_factory=map_factory, optimizer=optimizer, generator=generator,
                     entropy_hook=_LogDetEntropy())

@@ -83,7 +83,9 @@ def _train(mode, X, y, num_steps, gammas=(None,), eps=EPS):
         opt = torch.optim.SGD(us + vs, lr=LR)
     else:
         groups = [{"params": [u, v], "gamma": gm} for u, v, gm in zip(us, vs, gammas)]
-        opt = FiniteDifferenceGR(groups, torch.optim.SGD, eps=eps, mode=mode, lr=LR)
+        # One group per gamma in a single optimizer: a gamma whose run diverges must not stop the others, and
+        # its NaN end point is scored as the failure it is (torch.optim's behaviour, as before the policy).
+        opt = FiniteDifferenceGR(groups, torch.optim.SGD, eps=eps, mode=mode, lr=LR, nonfinite="ignore")
 
     def loss_fn():
         total = 0.0
