@@ -117,7 +117,7 @@ def test_slope_fits():
         (lambda: run_gradient_method(lambda x, t: x, torch.ones(1), 0.1, 5, record=[6]), ValueError,
          r"^record must be <= 5, got 6$"),
         (lambda: run_gradient_method(lambda x, t: x, torch.tensor(1.0), 0.1, 5), ValueError,
-         r"^x0 must have 1 or 2 dimension\(s\)"),
+         r"^x0 must have at least 1 dimension\(s\)"),
         (lambda: run_gradient_method(lambda x, t: x[:1], torch.ones(2), 0.1, 5), ValueError,
          r"^oracle must return a tensor of shape \(2,\)"),
         (lambda: gd_convex_bound(torch.ones(1), L=0.0, r0_sq=1.0), ValueError, r"^L must be > 0.0, got 0.0$"),

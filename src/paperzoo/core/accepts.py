@@ -436,7 +436,9 @@ class Tensor(Spec):
         out = [Probe(name, "wrong type: list", False, _set(name, value.tolist()))]
         if not self.optional:
             out.append(Probe(name, "None", False, _set(name, None)))
-        out.append(Probe(name, "extra dimension", False, _set(name, value.unsqueeze(0))))
+        # Any number of leading batch dimensions: one more is a valid call (a batch of one), not an invalid one.
+        extra_ok = self.batched and self.max_batch_dims is None
+        out.append(Probe(name, "extra dimension", extra_ok, _set(name, value.unsqueeze(0))))
         if value.numel() > 0 and value.dim() > 0:
             out.append(Probe(name, "sparse", False, _set(name, value.to_sparse())))
         if self.dtype == "float":

@@ -78,7 +78,7 @@ def _descent_oracle(x, t):
     return x  # the gradient of |x|^2 / 2: the example problem of the declarations
 
 
-@accepts(oracle=Function(), x0=Tensor(..., "d", max_batch_dims=1), step_size=OneOf(Real(gt=0), Function()),
+@accepts(oracle=Function(), x0=Tensor(..., "d"), step_size=OneOf(Real(gt=0), Function()),
          num_steps=Int(ge=1), prox=Function(optional=True), record=Ints(ge=0, optional=True),
          example=lambda ctx: {"oracle": _descent_oracle, "step_size": 0.1, "num_steps": 5})
 def run_gradient_method(

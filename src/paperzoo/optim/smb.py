@@ -210,7 +210,7 @@ class SMB(CheckedOptimizer):
         for group, params, grads, steps in work:
             for p, g, s in zip(params, grads, steps):
                 g_trial = p.grad if p.grad is not None else torch.zeros_like(g)
-                d = smb_model_step(s, g, g_trial, group["eta"])
+                d = _smb_model_step(s, g, g_trial, float(group["eta"]))  # the unchecked per-step path
                 # The model step is taken from x, and the parameter currently sits at x + s.
                 p.add_(d - s)
         return loss
