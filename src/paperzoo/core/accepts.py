@@ -20,20 +20,24 @@ either float dtype) must return finite results. Each spec lists its probes in :m
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from paperzoo.core.checks import check_choice, check_int, check_number
 
 __all__ = [
     "accepts", "declaration", "Declaration", "Spec", "Real", "Int", "Flag", "Choice", "Tensor", "Function",
-    "Generator", "Pair", "Tensors", "Probe", "Binding", "ExampleContext",
+    "Generator", "Pair", "Tensors", "OneOf", "Instance", "Ints", "FloatDType", "Module", "Probe", "Binding",
+    "ExampleContext",
 ]
 
 _VALIDATE = True  # switched off only by the probe-count script, to measure what the bodies do on their own
@@ -437,7 +441,8 @@ class Tensor(Spec):
         if not self.optional:
             out.append(Probe(name, "None", False, _set(name, None)))
         # Any number of leading batch dimensions: one more is a valid call (a batch of one), not an invalid one.
-        extra_ok = self.batched and self.max_batch_dims is None
+        extra_ok = ((self.batched and self.max_batch_dims is None)
+                    or (self.ndims is not None and value.dim() + 1 in self.ndims))
         out.append(Probe(name, "extra dimension", extra_ok, _set(name, value.unsqueeze(0))))
         if value.numel() > 0 and value.dim() > 0:
             out.append(Probe(name, "sparse", False, _set(name, value.to_sparse())))
@@ -507,6 +512,175 @@ class Tensors(Spec):
         if self.finite:
             out.append(Probe(name, "NaN in an item", False, _set(name, [_with_entry(math.nan)(value[0]), *value[1:]])))
             out.append(Probe(name, "inf in an item", False, _set(name, [_with_entry(math.inf)(value[0]), *value[1:]])))
+        return out
+
+
+def _matches(spec: Spec, value) -> bool:
+    if isinstance(spec, Tensor):
+        return isinstance(value, torch.Tensor)
+    if isinstance(spec, Tensors):
+        return isinstance(value, (list, tuple))
+    if isinstance(spec, Flag):
+        return isinstance(value, bool)
+    if isinstance(spec, Function):
+        return callable(value) and not isinstance(value, torch.Tensor)
+    if isinstance(spec, (Real, Int)):
+        # bool and str land here so that the number's own check names the wrong type
+        return isinstance(value, (numbers.Number, str, bytes))
+    return False
+
+
+def _describe(spec: Spec) -> str:
+    return {Tensor: "a tensor", Tensors: "a list of tensors", Flag: "a bool", Function: "a callable",
+            Real: "a real number", Int: "an integer"}.get(type(spec), type(spec).__name__)
+
+
+class OneOf(Spec):
+    """One of several alternatives, chosen by the kind of the value; the first gives the default example."""
+
+    def __init__(self, *alternatives: Spec, optional: bool = False):
+        if len(alternatives) < 2:
+            raise ValueError("OneOf needs at least two alternatives")
+        self.alternatives, self.optional = alternatives, optional
+
+    def _pick(self, value) -> Spec | None:
+        return next((spec for spec in self.alternatives if _matches(spec, value)), None)
+
+    def check(self, name, value, binding):
+        spec = self._pick(value)
+        if spec is None:
+            wanted = " or ".join(_describe(s) for s in self.alternatives)
+            raise TypeError(f"{name} must be {wanted}, got {type(value).__name__}")
+        spec.check(name, value, binding)
+
+    def example(self, ctx):
+        return self.alternatives[0].example(ctx)
+
+    def probes(self, name, value):
+        spec = self._pick(value)
+        out = [] if spec is None else [p for p in spec.probes(name, value) if p.label != "None"]
+        if not any(p.label == "wrong type: str" for p in out):
+            out.insert(0, Probe(name, "wrong type: str", False, _set(name, "0.5")))
+        if not self.optional:
+            out.append(Probe(name, "None", False, _set(name, None)))
+        return out
+
+
+class Instance(Spec):
+    """An instance of ``cls`` (``what`` names it in messages)."""
+
+    def __init__(self, cls: type, *, what: str | None = None, optional: bool = False):
+        self.cls, self.optional = cls, optional
+        self.what = what or f"{cls.__module__}.{cls.__qualname__}"
+
+    def check(self, name, value, binding):
+        if not isinstance(value, self.cls):
+            raise TypeError(f"{name} must be a {self.what}, got {type(value).__name__}")
+
+
+class Ints(Spec):
+    """A sequence (not a str) of integers in ``[ge, le]``; ``min_length`` entries at least."""
+
+    def __init__(self, *, ge: int | None = None, le: int | None = None, min_length: int = 0,
+                 optional: bool = False, example=None):
+        self.low, self.high, self.min_length, self.optional, self._example = ge, le, min_length, optional, example
+
+    def check(self, name, value, binding):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            if not (isinstance(value, torch.Tensor) and value.dim() == 1 and not value.is_floating_point()):
+                raise TypeError(f"{name} must be a sequence of integers, got {type(value).__name__}")
+        if len(value) < self.min_length:
+            raise ValueError(f"{name} must have at least {self.min_length} entries, got {len(value)}")
+        for i, v in enumerate(value):
+            check_int(f"{name}[{i}]", v.item() if isinstance(v, torch.Tensor) else v, low=self.low, high=self.high)
+
+    def example(self, ctx):
+        if self._example is not None:
+            return self._example
+        return [self.low if self.low is not None else 0]
+
+    def probes(self, name, value):
+        out = super().probes(name, value)
+        if not value:
+            return out
+        first = list(value)
+        out.append(Probe(name, "float entry", False, _set(name, [0.5, *first[1:]])))
+        if self.low is not None:
+            out.append(Probe(name, f"entry below bound ({self.low - 1})", False,
+                             _set(name, [self.low - 1, *first[1:]])))
+        if self.high is not None:
+            out.append(Probe(name, f"entry above bound ({self.high + 1})", False,
+                             _set(name, [self.high + 1, *first[1:]])))
+        return out
+
+
+class FloatDType(Spec):
+    """A floating ``torch.dtype``."""
+
+    def __init__(self, *, optional: bool = False):
+        self.optional = optional
+
+    def check(self, name, value, binding):
+        if not isinstance(value, torch.dtype):
+            raise TypeError(f"{name} must be a torch.dtype, got {type(value).__name__}")
+        if not value.is_floating_point:
+            raise TypeError(f"{name} must be a floating dtype, got {value}")
+
+    def example(self, ctx):
+        return ctx.dtype
+
+    def probes(self, name, value):
+        return super().probes(name, value) + [Probe(name, "integer dtype", False, _set(name, torch.int64))]
+
+
+class Module(Spec):
+    """A ``torch.nn.Module``; with ``finite`` (the default) its floating parameters must be finite.
+
+    ``finite=False`` for functions that overwrite the parameters (an initialiser) or read only the gradients.
+    ``bind_dtype``: its floating parameters must have the dtype of the call's tensors (a module run on them).
+    """
+
+    def __init__(self, *, finite: bool = True, bind_dtype: bool = False, example=None, optional: bool = False):
+        self.finite, self.bind_dtype, self._example, self.optional = finite, bind_dtype, example, optional
+
+    def check(self, name, value, binding):
+        if not isinstance(value, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+        for pname, p in value.named_parameters():
+            if not p.is_floating_point():
+                continue
+            if self.finite and not bool(torch.isfinite(p).all()):
+                raise ValueError(f"{name} must have finite parameters, got NaN or inf entries in {pname}")
+            if self.bind_dtype:
+                if binding.dtype is None:
+                    binding.dtype = (p.dtype, f"{name}.{pname}")
+                elif p.dtype != binding.dtype[0]:
+                    raise TypeError(f"{name} must have parameters of the dtype of {binding.dtype[1]} "
+                                    f"({binding.dtype[0]}), got {pname} of {p.dtype}")
+
+    def example(self, ctx):
+        if self._example is None:
+            return super().example(ctx)
+        return self._example(ctx) if callable(self._example) else self._example
+
+    def probes(self, name, value):
+        out = super().probes(name, value)
+        params = [p for p in value.parameters() if p.is_floating_point() and p.numel() > 0]
+        if not params:
+            return out
+
+        def with_nan(module):
+            module = copy.deepcopy(module)
+            with torch.no_grad():
+                next(p for p in module.parameters() if p.is_floating_point() and p.numel() > 0).view(-1)[0] = math.nan
+            return module
+
+        if self.finite:
+            out.append(Probe(name, "NaN parameter", False, lambda kw: {**kw, name: with_nan(kw[name])}))
+        if self.bind_dtype:
+            other = torch.float32 if params[0].dtype == torch.float64 else torch.float64
+            out.append(Probe(name, f"parameters of {other}", False,
+                             lambda kw: {**kw, name: copy.deepcopy(kw[name]).to(other)}))
         return out
 
 

@@ -49,8 +49,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from paperzoo.core.accepts import Choice, Function, Real, Tensor, accepts
-from paperzoo.divergences._specs import Instance
+from paperzoo.core.accepts import Choice, Function, Instance, Real, Tensor, accepts
 
 __all__ = ["forward_kl", "reverse_kl", "bdkd_weights", "bdkd_student_loss", "dml_student_loss",
            "online_teacher_loss", "online_distillation_step", "OnlineKDLosses"]

@@ -39,7 +39,6 @@ import torch
 
 from paperzoo.core.accepts import Flag, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_tensor
-from paperzoo.divergences._specs import AnyBatch
 
 __all__ = ["entropy", "discrete_mutual_information", "greedy_mec", "majorization_meet", "ebim_greedy", "mec_b",
            "EBIMResult", "MECBResult"]
@@ -75,7 +74,7 @@ def _xlogx_sum(p: torch.Tensor, dim=None) -> torch.Tensor:
     return t.sum() if dim is None else t.sum(dim)
 
 
-@accepts(p=AnyBatch(ndims=tuple(range(0, 9)), nonnegative=True, degenerate=("zero_mass",)), base=_BASE,
+@accepts(p=Tensor(ndims=tuple(range(0, 9)), nonnegative=True, degenerate=("zero_mass",)), base=_BASE,
          example=lambda ctx: {"p": _probabilities(ctx, 4)})
 def entropy(p: torch.Tensor, *, base: float = 2.0) -> torch.Tensor:
     r"""Shannon entropy :math:`H(p) = -\sum_i p_i \log p_i` of a probability tensor of any shape (0 log 0 = 0).

@@ -62,9 +62,8 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core.accepts import Real, Tensor, accepts
+from paperzoo.core.accepts import Probe, Real, Spec, Tensor, accepts
 from paperzoo.core.checks import check_number, check_tensor
-from paperzoo.divergences._specs import AnyBatch, Bandwidths
 
 __all__ = ["kde_log_density", "kde_thresholds", "kde_rate", "kde_regime", "KDERegime"]
 
@@ -100,7 +99,47 @@ def _sq_distances(x: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(0.0)
 
 
-_QUERIES = AnyBatch(..., "m", "d", degenerate=("coincident",))
+class Bandwidths(Spec):
+    """A bandwidth ``> 0``: a number, or a 1-D tensor ``(H,)`` of them (a sweep) with the dtype of the call.
+
+    ``like`` names the tensor argument whose dtype the tensor probes take.
+    """
+
+    def __init__(self, *, like: str, symbol: str = "H", example=None):
+        self.like = like
+        self._number = Real(gt=0, example=example)
+        self._tensor = Tensor(symbol)
+
+    def check(self, name, value, binding):
+        if isinstance(value, torch.Tensor) and value.dim() >= 1:
+            if value.dim() != 1:
+                raise ValueError(f"{name} must be a number or a 1-D tensor of bandwidths, got shape "
+                                 f"{tuple(value.shape)}")
+            self._tensor.check(name, value, binding)
+            if bool((value <= 0).any()):
+                raise ValueError(f"{name} must be > 0 entrywise, got a minimum of {float(value.min())!r}")
+            return
+        self._number.check(name, value, binding)
+
+    def example(self, ctx):
+        return self._number.example(ctx)
+
+    def probes(self, name, value):
+        out = self._number.probes(name, value)
+        v, like = float(value), self.like
+
+        def sweep(entries):
+            return lambda kw: {**kw, name: torch.tensor(entries, dtype=kw[like].dtype, device=kw[like].device)}
+
+        out += [Probe(name, "1-D sweep", True, sweep([v, 2 * v])),
+                Probe(name, "sweep with a zero entry", False, sweep([v, 0.0])),
+                Probe(name, "sweep with a NaN entry", False, sweep([v, math.nan])),
+                Probe(name, "empty sweep", False, sweep([])),
+                Probe(name, "2-D sweep", False, sweep([[v, 2 * v]]))]
+        return out
+
+
+_QUERIES = Tensor(..., "m", "d", degenerate=("coincident",))
 _DATA = Tensor("n", "d", degenerate=("coincident",))
 
 

@@ -58,9 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paperzoo.core.accepts import Choice, Int, Real, Tensor, accepts
+from paperzoo.core.accepts import Choice, Instance, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_positive, check_probability, check_tensor
-from paperzoo.divergences._specs import AnyBatch, Instance
 
 __all__ = [
     "ESTIMATORS",
@@ -74,7 +73,7 @@ __all__ = [
 
 ESTIMATORS = ("smile", "infonce", "nwj", "dv", "mine", "js")
 
-_SCORES = AnyBatch(..., "N", "N", degenerate=("constant",))
+_SCORES = Tensor(..., "N", "N", degenerate=("constant",))
 
 
 def _check_scores(scores) -> torch.Tensor:

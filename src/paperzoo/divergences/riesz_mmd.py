@@ -51,7 +51,6 @@ import torch
 
 from paperzoo.core.accepts import Generator, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_number, check_same_shape, check_tensor
-from paperzoo.divergences._specs import AnyBatch
 
 __all__ = [
     "energy_distance",
@@ -63,7 +62,7 @@ __all__ = [
 
 
 def _weights_spec(*shape):
-    return (AnyBatch if shape[0] is ... else Tensor)(*shape, positive_mass=True, optional=True, degenerate=("zero_mass",))
+    return Tensor(*shape, positive_mass=True, optional=True, degenerate=("zero_mass",))
 
 
 def _simplex(ctx, *shape):
@@ -85,7 +84,7 @@ def _example_clouds(ctx) -> dict:
             "x_weights": _simplex(ctx, n), "y_weights": _simplex(ctx, m)}
 
 
-_SPECS_1D = dict(x=AnyBatch(..., "N", degenerate=("constant",)), y=AnyBatch(..., "M", degenerate=("constant",)),
+_SPECS_1D = dict(x=Tensor(..., "N", degenerate=("constant",)), y=Tensor(..., "M", degenerate=("constant",)),
                  x_weights=_weights_spec(..., "N"), y_weights=_weights_spec(..., "M"))
 _SPECS_CLOUDS = dict(x=Tensor("N", "d", degenerate=("coincident",)), y=Tensor("M", "d", degenerate=("coincident",)),
                      x_weights=_weights_spec("N"), y_weights=_weights_spec("M"))

@@ -48,8 +48,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from paperzoo.core.accepts import Choice, Flag, Function, Generator, Real, Tensor, accepts
-from paperzoo.divergences._specs import AnyBatch, Module
+from paperzoo.core.accepts import Choice, Flag, Function, Generator, Module, Real, Tensor, accepts
 from paperzoo.divergences.mutual_information import SeparableCritic, _check_scores, mi_lower_bound
 
 __all__ = ["wasserstein_dependency", "gradient_penalty", "spectral_normalize", "wpc_loss"]
@@ -76,7 +75,7 @@ def _smooth_pair_scores(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.sin(x).sum(-1) * torch.cos(y).sum(-1)
 
 
-@accepts(scores=AnyBatch(..., "N", "N", degenerate=("constant",)), form=Choice(*FORMS))
+@accepts(scores=Tensor(..., "N", "N", degenerate=("constant",)), form=Choice(*FORMS))
 def wasserstein_dependency(scores: torch.Tensor, form: str = "dual") -> torch.Tensor:
     """Wasserstein-dependency objective from a Lipschitz critic's score matrix.
 

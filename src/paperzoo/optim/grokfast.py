@@ -33,8 +33,7 @@ from typing import Any
 
 import torch
 
-from paperzoo.core.accepts import Choice, Flag, Int, Real, accepts
-from paperzoo.core.accepts import Choice, Flag, Int, Real, Spec, Tensor, accepts
+from paperzoo.core.accepts import Choice, Flag, Int, Module, Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_probability
 from paperzoo.optim._common import (NONFINITE, CheckedOptimizer, check_dense_grad, check_flag,
                                     check_torch_hyperparameters)
@@ -42,13 +41,6 @@ from paperzoo.optim.gradient_filters import ema_update, window_average, window_u
 
 __all__ = ["Grokfast", "gradfilter_ema", "gradfilter_ma", "MovingWindow"]
 
-
-class _Module(Spec):
-    """A ``torch.nn.Module`` (a spec :mod:`paperzoo.core.accepts` does not have yet)."""
-
-    def check(self, name, value, binding):
-        if not isinstance(value, torch.nn.Module):
-            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
 
 
 def _example_model(ctx) -> torch.nn.Module:
@@ -82,7 +74,7 @@ def _named_grads(model: torch.nn.Module):
             yield name, p.grad
 
 
-@accepts(model=_Module(), alpha=Real(ge=0, lt=1), lamb=Real(ge=0), example=lambda ctx: {"model": _example_model(ctx)})
+@accepts(model=Module(finite=False), alpha=Real(ge=0, lt=1), lamb=Real(ge=0), example=lambda ctx: {"model": _example_model(ctx)})
 @torch.no_grad()
 def gradfilter_ema(model: torch.nn.Module, grads: dict[str, torch.Tensor] | None = None, alpha: float = 0.98,
                    lamb: float = 2.0) -> dict[str, torch.Tensor]:
@@ -124,7 +116,7 @@ def gradfilter_ema(model: torch.nn.Module, grads: dict[str, torch.Tensor] | None
     return grads
 
 
-@accepts(model=_Module(), window_size=Int(ge=1), lamb=Real(ge=0), filter_type=Choice("mean", "sum"), warmup=Flag(),
+@accepts(model=Module(finite=False), window_size=Int(ge=1), lamb=Real(ge=0), filter_type=Choice("mean", "sum"), warmup=Flag(),
          example=lambda ctx: {"model": _example_model(ctx), "window_size": 2})
 @torch.no_grad()
 def gradfilter_ma(model: torch.nn.Module, grads: dict[str, MovingWindow] | None = None, window_size: int = 100,

@@ -12,18 +12,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from paperzoo.core.accepts import Choice, Flag, Generator, Int, Real, Spec, Tensor, accepts
+from paperzoo.core.accepts import Choice, Flag, Generator, Int, Module, Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_nonnegative, check_number
 
 __all__ = ["MuReadout", "InfShape", "infshape", "mup_param_groups", "mup_init_", "set_readout_width_mult"]
 
-
-class _Module(Spec):
-    """A ``torch.nn.Module`` (a spec :mod:`paperzoo.core.accepts` does not have yet)."""
-
-    def check(self, name, value, binding):
-        if not isinstance(value, torch.nn.Module):
-            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
 
 
 def _example_models(ctx) -> dict:
@@ -105,7 +98,7 @@ def _pairs(model: torch.nn.Module, base_model: torch.nn.Module):
     return [(name, p, infshape(p, base[name])) for name, p in named.items()]
 
 
-@accepts(model=_Module(), base_model=_Module(), example=_example_models)
+@accepts(model=Module(finite=False), base_model=Module(finite=False), example=_example_models)
 def set_readout_width_mult(model: torch.nn.Module, base_model: torch.nn.Module) -> None:
     """Set every :class:`MuReadout`'s ``width_mult`` to its fan-in over the base model's."""
     base = dict(base_model.named_modules())
@@ -114,7 +107,7 @@ def set_readout_width_mult(model: torch.nn.Module, base_model: torch.nn.Module) 
             module.width_mult = module.in_features / base[name].in_features
 
 
-@accepts(model=_Module(), base_model=_Module(), std=Real(ge=0), readout_zero_init=Flag(), generator=Generator(),
+@accepts(model=Module(finite=False), base_model=Module(finite=False), std=Real(ge=0), readout_zero_init=Flag(), generator=Generator(),
          example=_example_models)
 @torch.no_grad()
 def mup_init_(model: torch.nn.Module, base_model: torch.nn.Module, *, std: float = 1.0,
@@ -137,7 +130,7 @@ def mup_init_(model: torch.nn.Module, base_model: torch.nn.Module, *, std: float
                     * (std / math.sqrt(fan_in)))
 
 
-@accepts(model=_Module(), base_model=_Module(), lr=Real(ge=0), optimizer=Choice("adam", "sgd"), weight_decay=Real(ge=0),
+@accepts(model=Module(finite=False), base_model=Module(finite=False), lr=Real(ge=0), optimizer=Choice("adam", "sgd"), weight_decay=Real(ge=0),
          example=lambda ctx: {**_example_models(ctx), "lr": 1e-3})
 def mup_param_groups(model: torch.nn.Module, base_model: torch.nn.Module, lr: float, optimizer: str = "adam",
                      weight_decay: float = 0.0) -> list[dict[str, Any]]:

@@ -41,8 +41,7 @@ import numpy as np
 import torch
 from scipy.optimize import isotonic_regression
 
-from paperzoo.core._accepts_pending import FloatDType
-from paperzoo.core.accepts import Flag, Function, Generator, Int, Real, Tensor, accepts
+from paperzoo.core.accepts import Flag, FloatDType, Function, Generator, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_tensor
 from paperzoo.core.convergence import check_finite_iterate, warn_not_converged
 

@@ -31,8 +31,7 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core._accepts_pending import Ints, OneOf
-from paperzoo.core.accepts import Function, Int, Real, Tensor, accepts
+from paperzoo.core.accepts import Function, Int, Ints, OneOf, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_tensor
 from paperzoo.optim.subgradient import soft_threshold  # re-exported: the one prox of the L1 norm
 

@@ -24,8 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core._accepts_pending import OneOf
-from paperzoo.core.accepts import Flag, Int, Real, Tensor, accepts
+from paperzoo.core.accepts import Flag, Int, OneOf, Real, Tensor, accepts
 from paperzoo.core.checks import check_same_shape
 
 __all__ = ["LassoResult", "lasso_objective", "soft_threshold", "solve_lasso_subgradient", "solve_lasso_ista"]
