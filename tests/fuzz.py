@@ -8,14 +8,17 @@ Outcomes:
   FloatingPointError (a solver's numerical breakdown);
 - ``crash``: any other exception, or a ValueError/TypeError raised inside torch, scipy, sqlite or the standard
   library;
-- ``silent``: an invalid input accepted, or a result with NaN or inf entries.
+- ``silent``: an invalid input accepted, or a result with NaN or inf entries;
+- ``hang``: (probe counts only) no answer within the per-probe time limit.
 
 An invalid probe passes only as ``clear error``; a valid one as ``result`` or ``clear error``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -97,11 +100,17 @@ def classify_call(call, arg: str | None, *, check_output: bool = True, infinite_
 
 def fresh_copies(kwargs: dict) -> dict:
     """Copies of the tensors (and lists of tensors), so that in-place functions do not change the next probe."""
+    def clone(t):
+        # A leaf that requires grad stays a leaf (an optimizer's parameter), not a node of the original's graph.
+        if t.is_leaf and t.requires_grad:
+            return t.detach().clone().requires_grad_(True)
+        return t.clone()
+
     def copy(v):
         if isinstance(v, torch.Tensor):
-            return v.clone()
+            return clone(v)
         if isinstance(v, list) and all(isinstance(t, torch.Tensor) for t in v):
-            return [t.clone() for t in v]
+            return [clone(t) for t in v]
         return v
     return {k: copy(v) for k, v in kwargs.items()}
 
@@ -127,9 +136,33 @@ def run_probe(func, kwargs: dict, probe, *, check_output: bool = True, infinite_
     return outcome
 
 
-def count_outcomes(objects, *, validate: bool = True) -> dict[str, int]:
+class _ProbeTimeout(BaseException):
+    """Raised by the alarm; a BaseException, so that classify_call's ``except Exception`` does not catch it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the block after ``seconds`` of wall time (SIGALRM; main thread on POSIX only)."""
+    if not seconds or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _ProbeTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def count_outcomes(objects, *, validate: bool = True, time_limit: float = 5.0) -> dict[str, int]:
     """Outcome counts of every derived probe (float64) over ``objects``; ``validate=False`` switches the
-    declarations' own checks off, to measure what the function bodies do without them."""
+    declarations' own checks off, to measure what the function bodies do without them. A probe that runs past
+    ``time_limit`` seconds counts as ``hang`` (a bad input a solver loops on)."""
     from collections import Counter
 
     import paperzoo.core.accepts as accepts_module
@@ -142,8 +175,13 @@ def count_outcomes(objects, *, validate: bool = True) -> dict[str, int]:
             decl = accepts_module.declaration(obj)
             kwargs = decl.example_kwargs(torch.float64)
             for probe in decl.probes(kwargs):
-                outcome = run_probe(obj, kwargs, probe, check_output=decl.output == "finite",
-                                    infinite_ok=decl.infinite_ok, decl=decl)
+                try:
+                    with _time_limit(time_limit):
+                        outcome = run_probe(obj, kwargs, probe, check_output=decl.output == "finite",
+                                            infinite_ok=decl.infinite_ok, decl=decl)
+                except _ProbeTimeout:
+                    counts["hang"] += 1
+                    continue
                 if outcome.kind == "skipped":
                     counts["skipped"] += 1
                 elif outcome.passes(probe.valid):

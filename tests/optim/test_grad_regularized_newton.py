@@ -76,3 +76,17 @@ def test_warning_and_errors():
     with pytest.raises(FloatingPointError, match="stayed indefinite"):
         solve_grad_regularized_newton(lambda x: -torch.log(x).sum() * 0 + x.sum(), torch.ones(1, dtype=D),
                                       hessian=lambda x: torch.zeros(1, 1, dtype=D) * float("nan"), max_iter=2)
+
+
+def test_float32_stall_says_to_widen_the_dtype_and_points_at_the_caller():
+    # A float32 quadratic whose gradient norm stops near 3e-8, above tol = 1e-12.
+    G = torch.randn(3, 3, generator=torch.Generator().manual_seed(1))
+    A = G @ G.T / 3 + torch.eye(3)
+    with pytest.warns(ConvergenceWarning, match="use float64 or a larger tol") as record:
+        res = solve_grad_regularized_newton(lambda x: 0.5 * x @ A @ x - x.sum(), torch.zeros(3), tol=1e-12)
+    assert not res.converged and res.n_iter < 200
+    assert record[0].filename == __file__
+    with pytest.warns(ConvergenceWarning, match="did not converge in 2 iterations") as record:
+        solve_grad_regularized_newton(lambda x: 0.5 * x @ A.double() @ x - x.sum(), torch.zeros(3, dtype=D), tol=1e-30,
+                                      max_iter=2)
+    assert record[0].filename == __file__

@@ -121,7 +121,7 @@ def test_state_dict_round_trip_continues_bit_identically():
 
 def test_errors():
     w = torch.nn.Parameter(torch.ones(2, 4))
-    with pytest.raises(ValueError, match="N must be <= 4, got 5"):
+    with pytest.raises(ValueError, match="N must be <= M=4, got 5"):
         nm_mask(w, 5, 4)
     with pytest.raises(ValueError, match=r"divisible by M=4, got shape \(2, 3\)"):
         nm_mask(torch.ones(2, 3), 2, 4)

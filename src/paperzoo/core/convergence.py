@@ -9,21 +9,45 @@ format is the same everywhere::
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
-__all__ = ["ConvergenceWarning", "warn_not_converged", "check_finite_iterate"]
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside paperzoo (the user's call), so that warnings point there
+    through any number of paperzoo frames (the ``accepts`` wrapper, a solver calling a solver)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_ROOT):
+        frame, level = frame.f_back, level + 1
+    return level
+
+__all__ = ["ConvergenceWarning", "warn_not_converged", "warn_stalled", "check_finite_iterate"]
 
 
 class ConvergenceWarning(RuntimeWarning):
     """An iterative solver stopped at its iteration budget before meeting ``tol``."""
 
 
-def warn_not_converged(name: str, max_iter: int, tol: float, knob: str, *, stacklevel: int = 3) -> None:
-    """Warn that ``name`` used all ``max_iter`` iterations without meeting ``tol``; ``knob`` says what to turn."""
+def warn_not_converged(name: str, max_iter: int, tol: float, knob: str, *, stacklevel: int | None = None) -> None:
+    """Warn that ``name`` used all ``max_iter`` iterations without meeting ``tol``; ``knob`` says what to turn.
+
+    The warning points at the user's call (``stacklevel=None``) unless a ``stacklevel`` is given."""
     warnings.warn(f"{name} did not converge in {max_iter} iterations (tol={tol}); {knob}", ConvergenceWarning,
-                  stacklevel=stacklevel)
+                  stacklevel=stacklevel or _caller_stacklevel())
+
+
+def warn_stalled(name: str, iteration: int, residual: float, tol: float, dtype: torch.dtype, *,
+                 stacklevel: int | None = None) -> None:
+    """Warn that ``name`` stopped early because its steps fell below ``dtype``'s resolution before meeting ``tol``
+    (more iterations would not help: a wider dtype or a larger tol would)."""
+    warnings.warn(f"{name} stalled at iteration {iteration} with residual {residual:.3g} > tol={tol}: its steps "
+                  f"fell below {dtype}'s resolution; use float64 or a larger tol", ConvergenceWarning,
+                  stacklevel=stacklevel or _caller_stacklevel())
 
 
 def check_finite_iterate(name: str, x: torch.Tensor, iteration: int, knob: str) -> None:

@@ -39,7 +39,7 @@ import torch
 from paperzoo.core.accepts import Flag, Function, Int, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_positive, check_tensor
 from paperzoo.optim._common import check_flag
-from paperzoo.core.convergence import check_finite_iterate, warn_not_converged
+from paperzoo.core.convergence import check_finite_iterate, warn_not_converged, warn_stalled
 
 __all__ = ["GradRegNewtonResult", "solve_grad_regularized_newton", "gauss_newton_hessian", "empirical_fisher"]
 
@@ -178,6 +178,7 @@ def solve_grad_regularized_newton(
     n_solves = 0
     k = 0
     converged = bool(gnorms[-1] <= tol)
+    stalled = False
     while not converged and k < max_iter:
         B = torch.autograd.functional.hessian(f, x) if hessian == "exact" else hessian(x)
         B = 0.5 * (B + B.T)
@@ -185,6 +186,7 @@ def solve_grad_regularized_newton(
         # Near the optimum in float32 the acceptance test keeps failing on roundoff and gamma keeps halving;
         # once lambda = ||g|| / gamma would swamp B at the dtype's resolution the step is zero: stop there.
         if gn / gamma * torch.finfo(x.dtype).eps > 1.0 + float(B.abs().max()):
+            stalled = True
             break
         for trial in range(max_search):
             lam = gn / gamma
@@ -220,7 +222,9 @@ def solve_grad_regularized_newton(
         objective.append(fx)
         gnorms.append(g.norm())
         converged = bool(gnorms[-1] <= tol)
-    if not converged and tol > 0:
+    if stalled and tol > 0:
+        warn_stalled("solve_grad_regularized_newton", k, float(gnorms[-1]), tol, x.dtype)
+    elif not converged and tol > 0:
         warn_not_converged("solve_grad_regularized_newton", max_iter, tol, "increase max_iter")
     return GradRegNewtonResult(x, k, converged, torch.stack(objective), torch.stack(gnorms),
                                torch.tensor(gammas, dtype=torch.float64), n_solves)

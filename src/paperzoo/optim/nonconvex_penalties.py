@@ -244,7 +244,7 @@ def _setup(X, y, penalty, lam, shape, loss, x0, max_iter, tol):
 
 def _finish(name, x, k, converged, objective, step, L, max_iter, tol):
     if not converged and tol > 0:
-        warn_not_converged(name, max_iter, tol, "increase max_iter", stacklevel=4)
+        warn_not_converged(name, max_iter, tol, "increase max_iter")
     return NonconvexAGResult(x, k, converged, torch.stack(objective), step, L)
 
 

@@ -18,23 +18,17 @@ from typing import Any
 
 import torch
 
-from paperzoo.core.accepts import Int, Real, accepts
+from paperzoo.core.accepts import Flag, Int, Real, Tensors, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive
 from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
-from paperzoo.optim.clipping import global_norm
+from paperzoo.optim.clipping import _stable_global_norm
 
 __all__ = ["BetaNormalizedGD", "NormalizedSPIDER", "beta_normalized_step"]
 
 
-def beta_normalized_step(params: list[torch.Tensor], directions: list[torch.Tensor], *, lr: float, beta: float,
-                         foreach: bool) -> torch.Tensor:
-    r"""In place :math:`x \leftarrow x - \gamma\, v / \|v\|^{\beta}` with the norm over all ``directions`` jointly.
-
-    A zero direction leaves the parameters unchanged (the limit of :math:`\gamma\|v\|^{1-\beta}` for
-    :math:`\beta < 1`, and the natural choice at a stationary point for :math:`\beta = 1`). Returns
-    :math:`\|v\|` (0-dim tensor). ``params[i]`` and ``directions[i]`` share shape.
-    """
-    norm = global_norm(directions)
+def _beta_normalized_step(params, directions, lr, beta, foreach):
+    """Unchecked :func:`beta_normalized_step` (the optimizers' step)."""
+    norm = _stable_global_norm(directions)
     scale = torch.where(norm > 0, norm.clamp_min(torch.finfo(norm.dtype).tiny).pow(-beta), torch.zeros_like(norm))
     scale = scale * -lr
     if foreach:
@@ -43,6 +37,28 @@ def beta_normalized_step(params: list[torch.Tensor], directions: list[torch.Tens
         for p, v in zip(params, directions):
             p.add_(v * scale)
     return norm
+
+
+
+
+def _example_step(ctx) -> dict:
+    shapes = [(3, 2), (4,)]
+    return dict(params=[torch.randn(s, generator=ctx.generator, dtype=ctx.dtype) for s in shapes],
+                directions=[torch.randn(s, generator=ctx.generator, dtype=ctx.dtype) for s in shapes],
+                lr=0.1, beta=0.5, foreach=False)
+
+
+@accepts(params=Tensors(), directions=Tensors(like="params"), lr=Real(ge=0), beta=Real(ge=0, le=1), foreach=Flag(),
+         example=_example_step, mutates=("params",))
+def beta_normalized_step(params: list[torch.Tensor], directions: list[torch.Tensor], *, lr: float, beta: float,
+                         foreach: bool) -> torch.Tensor:
+    r"""In place :math:`x \leftarrow x - \gamma\, v / \|v\|^{\beta}` with the norm over all ``directions`` jointly.
+
+    A zero direction leaves the parameters unchanged (the limit of :math:`\gamma\|v\|^{1-\beta}` for
+    :math:`\beta < 1`, and the natural choice at a stationary point for :math:`\beta = 1`). Returns
+    :math:`\|v\|` (0-dim tensor). ``params[i]`` and ``directions[i]`` share shape.
+    """
+    return _beta_normalized_step(params, directions, float(lr), float(beta), foreach)
 
 
 class _NormalizedBase(CheckedOptimizer):
@@ -154,8 +170,8 @@ class BetaNormalizedGD(_NormalizedBase):
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            beta_normalized_step(params, self._grads(group, params), lr=group["lr"], beta=group["beta"],
-                                 foreach=self._foreach(group, params))
+            _beta_normalized_step(params, self._grads(group, params), group["lr"], group["beta"],
+                                  foreach=self._foreach(group, params))
             for p in params:
                 self.state[p]["step"] += 1
         return loss
@@ -295,8 +311,8 @@ class NormalizedSPIDER(_NormalizedBase):
                     v.add_(g_now).sub_(g_prev)
                 state["previous"].copy_(p)
                 estimates.append(v)
-            beta_normalized_step(params, estimates, lr=group["lr"], beta=group["beta"],
-                                 foreach=self._foreach(group, params))
+            _beta_normalized_step(params, estimates, group["lr"], group["beta"],
+                                  foreach=self._foreach(group, params))
             for p in params:
                 self.state[p]["step"] += 1
         return loss

@@ -217,8 +217,8 @@ class SSO(CheckedOptimizer):
     def _inner_step(self, targets, z_t, g_t, eta, line_search, params, start):
         """One surrogate step; returns the parameters it moved, or ``None`` when the step is skipped."""
         with torch.enable_grad():
-            # The undecorated body: the step checks its own gradients with the nonfinite policy below.
-            h = target_surrogate.__wrapped__(targets(), z_t, g_t, eta)
+            # The unchecked kernel: the step checks its own gradients with the nonfinite policy below.
+            h = _target_surrogate(targets(), z_t, g_t, eta)
             grads = torch.autograd.grad(h, params, allow_unused=True)
         grad_of = {p: g for p, g in zip(params, grads) if g is not None}
         try:
@@ -242,7 +242,7 @@ class SSO(CheckedOptimizer):
                 decrease = sum(lr * float(g.pow(2).sum()) for _, g, lr in moves)
                 scale, h0 = 1.0, float(h)
                 for j in range(group["max_backtracks"] + 1):
-                    trial = float(target_surrogate(targets(), z_t, g_t, eta))
+                    trial = float(_target_surrogate(targets(), z_t, g_t, eta))
                     if trial <= h0 - c * scale * decrease:
                         break
                     # Back to omega_k when no trial passes, else shrink the step in place.

@@ -12,13 +12,24 @@ from typing import Any
 import torch
 
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_tensor
-from paperzoo.core.accepts import Flag, Int, Real, accepts
+from paperzoo.core.accepts import Flag, Int, Real, Tensor, accepts
 from paperzoo.optim._common import (ADAM_HYPERPARAMETERS, CheckedOptimizer, check_adam_group, check_dense_grad,
                                      check_flag)
 
 __all__ = ["nm_mask", "STEPAdam", "srste_adam"]
 
 
+def _nm_mask(w: torch.Tensor, N: int, M: int) -> torch.Tensor:
+    """Unchecked :func:`nm_mask` (the optimizer's step)."""
+    groups = w.detach().abs().reshape(-1, M)
+    # A stable sort keeps the choice deterministic when magnitudes tie (e.g. all-zero groups).
+    order = torch.sort(groups, dim=1, descending=True, stable=True).indices[:, :N]
+    mask = torch.zeros_like(groups).scatter_(1, order, 1.0)
+    return mask.reshape(w.shape).to(w.dtype)
+
+
+@accepts(w=Tensor(..., "k", finite=False, degenerate=("zeros", "constant")), N=Int(ge=0), M=Int(ge=1),
+         example=lambda ctx: {"w": torch.randn(3, 8, generator=ctx.generator, dtype=ctx.dtype), "N": 2, "M": 4})
 def nm_mask(w: torch.Tensor, N: int, M: int) -> torch.Tensor:
     r"""N:M mask of ``w``: in every group of ``M`` consecutive entries along the last axis, keep the ``N`` of
     largest magnitude (ties broken by position, lower index first).
@@ -31,16 +42,11 @@ def nm_mask(w: torch.Tensor, N: int, M: int) -> torch.Tensor:
         >>> nm_mask(torch.tensor([[0.1, -3.0, 2.0, 0.5]]), 2, 4)
         tensor([[0., 1., 1., 0.]])
     """
-    check_tensor("w", w, finite=False)
-    M = check_int("M", M, low=1)
-    N = check_int("N", N, low=0, high=M)
-    if w.dim() == 0 or w.shape[-1] % M != 0:
+    if N > M:
+        raise ValueError(f"N must be <= M={M}, got {N}")
+    if w.shape[-1] % M != 0:
         raise ValueError(f"w's last dimension must be divisible by M={M}, got shape {tuple(w.shape)}")
-    groups = w.detach().abs().reshape(-1, M)
-    # A stable sort keeps the choice deterministic when magnitudes tie (e.g. all-zero groups).
-    order = torch.sort(groups, dim=1, descending=True, stable=True).indices[:, :N]
-    mask = torch.zeros_like(groups).scatter_(1, order, 1.0)
-    return mask.reshape(w.shape).to(w.dtype)
+    return _nm_mask(w, N, M)
 
 
 class STEPAdam(CheckedOptimizer):
@@ -184,7 +190,7 @@ class STEPAdam(CheckedOptimizer):
                     state = self.state[p]
                     if "dense" not in state:
                         state["dense"] = p.detach().clone()
-                    p.copy_(nm_mask(state["dense"], self.N, self.M) * state["dense"])
+                    p.copy_(_nm_mask(state["dense"], self.N, self.M) * state["dense"])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -214,7 +220,7 @@ class STEPAdam(CheckedOptimizer):
                 t = int(state["step"].item())
                 w = state["dense"] if (sparse and "dense" in state) else p
                 if masking and sparse:
-                    g = g + group["srste_decay"] * (1 - nm_mask(w, self.N, self.M)) * w
+                    g = g + group["srste_decay"] * (1 - _nm_mask(w, self.N, self.M)) * w
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.lerp_(g, 1 - beta1)
                 if masking and self.freeze_variance:
@@ -231,7 +237,7 @@ class STEPAdam(CheckedOptimizer):
                     w.mul_(1 - group["lr"] * group["weight_decay"])
                 w.addcdiv_(m / (1 - beta1**t), v_hat.sqrt().add_(group["eps"]), value=-group["lr"])
                 if masking and sparse:
-                    p.copy_(nm_mask(w, self.N, self.M) * w)
+                    p.copy_(_nm_mask(w, self.N, self.M) * w)
         if not masking:
             if base > 0:
                 self._window = (self._window + [change / base])[-self.switch_window:]
@@ -254,10 +260,17 @@ class STEPAdam(CheckedOptimizer):
         self._apply_masks()
 
 
+def _example_srste(ctx) -> dict:
+    return {"params": [torch.randn(2, 4, generator=ctx.generator, dtype=ctx.dtype, requires_grad=True)]}
+
+
+@accepts(**ADAM_HYPERPARAMETERS, N=Int(ge=0), M=Int(ge=1), srste_decay=Real(ge=0), example=_example_srste,
+         output="any")  # returns an optimizer
 def srste_adam(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-               weight_decay: float = 0.0, N: int = 2, M: int = 4, srste_decay: float = 2e-4) -> STEPAdam:
+               weight_decay: float = 0.0, N: int = 2, M: int = 4, srste_decay: float = 2e-4, *,
+               foreach: bool | None = None, maximize: bool = False, nonfinite: str = "raise") -> STEPAdam:
     """The baseline STEP improves on: SR-STE with Adam, masks from the first step and the variance always updated
     (:class:`STEPAdam` with ``max_switch_step=0, freeze_variance=False``)."""
     return STEPAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, N=N, M=M,
                     srste_decay=srste_decay, autoswitch=False, min_switch_step=0, max_switch_step=0,
-                    freeze_variance=False)
+                    freeze_variance=False, foreach=foreach, maximize=maximize, nonfinite=nonfinite)

@@ -19,12 +19,14 @@ from typing import Any
 import torch
 
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_probability
-from paperzoo.core.accepts import Flag, Int, Pair, Real, accepts
+from paperzoo.core.accepts import Flag, Instance, Int, Pair, Real, Tensor, accepts
 from paperzoo.optim._common import COMMON_HYPERPARAMETERS, CheckedOptimizer, check_dense_grad
 
 __all__ = ["AdamWSN", "SNSM", "subset_norm_sq", "optimizer_state_bytes"]
 
 
+@accepts(opt=Instance(torch.optim.Optimizer, what="torch.optim.Optimizer"),
+         example=lambda ctx: {"opt": torch.optim.Adam([torch.zeros(3, dtype=ctx.dtype, requires_grad=True)])})
 def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
     """Bytes held by the tensors in ``opt.state`` (the optimizer-state memory the paper reports)."""
     total = 0
@@ -35,6 +37,12 @@ def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
     return total
 
 
+def _subset_norm_sq(grad: torch.Tensor) -> torch.Tensor:
+    """Unchecked :func:`subset_norm_sq` (the optimizers' step)."""
+    return grad.square().sum(dim=1 if grad.shape[0] >= grad.shape[1] else 0, keepdim=True)
+
+
+@accepts(grad=Tensor("m", "n", degenerate=("zeros",)))
 def subset_norm_sq(grad: torch.Tensor) -> torch.Tensor:
     r"""Squared subset norms :math:`\|g_{S_i}\|^2` of a gradient matrix ``(m, n)`` (the paper's heuristic partition).
 
@@ -47,7 +55,7 @@ def subset_norm_sq(grad: torch.Tensor) -> torch.Tensor:
         >>> subset_norm_sq(torch.ones(3, 2)).flatten().tolist(), subset_norm_sq(torch.ones(2, 3)).shape
         ([2.0, 2.0, 2.0], torch.Size([1, 3]))
     """
-    return grad.square().sum(dim=1 if grad.shape[0] >= grad.shape[1] else 0, keepdim=True)
+    return _subset_norm_sq(grad)
 
 
 # betas[1] = 1 is allowed (AdaGrad-SN); betas[0] < 1 is checked with the group.
@@ -99,7 +107,7 @@ class _SubsetNormBase(CheckedOptimizer):
         beta2 = group["betas"][1]
         if beta2 == 0:
             return None  # no adaptive step size (the official code's SGD preset)
-        update = subset_norm_sq(g) if g.dim() == 2 else g.square()
+        update = _subset_norm_sq(g) if g.dim() == 2 else g.square()
         if "exp_avg_sq" not in state:
             state["exp_avg_sq"] = torch.zeros_like(update)
         v = state["exp_avg_sq"]
