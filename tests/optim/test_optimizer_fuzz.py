@@ -237,6 +237,21 @@ def test_sparse_zero_and_missing_gradients(name):
 
 
 @pytest.mark.parametrize("name", READY)
+def test_steps_run_no_declared_checks(name, monkeypatch):
+    # Hot paths call the private unchecked kernels: a declared function's checks run per user call, not per step.
+    import paperzoo.core.accepts as accepts_module
+
+    opt, params = _build(name)
+    calls = []
+    validate = accepts_module.validate_call
+    monkeypatch.setattr(accepts_module, "validate_call", lambda specs, arguments: calls.append(sorted(arguments))
+                        or validate(specs, arguments))
+    for _ in range(3):
+        _driver(name).step(opt, params, None)
+    assert not calls, f"{name}.step ran declared checks of arguments {calls[:3]}"
+
+
+@pytest.mark.parametrize("name", READY)
 def test_bfloat16_parameters_give_finite_steps_or_a_clear_error(name):
     def run():
         opt, params = _build(name, params=_params(torch.bfloat16))

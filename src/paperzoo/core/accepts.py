@@ -12,6 +12,10 @@ every argument that names ``"n"`` must agree on its size, and a symbolic size of
 unless the spec allows it. All floating tensor arguments of one call must share one dtype and one device
 (``TypeError: b must have the dtype of a (torch.float64), got torch.float32``): paperzoo never promotes silently.
 
+Hot paths: a declared function that an optimizer's ``step`` or a solver's iteration calls keeps its body in a
+private, unchecked kernel ``_name`` that the loop calls; the public ``name`` is declared, validates and delegates
+(``beta_normalized_step`` -> ``_beta_normalized_step``). The checks then run once per user call, never per step.
+
 The same declaration tells the registry-driven fuzz tables (``tests/core/test_fuzz_tables.py``) how to build a
 valid call and which probes to derive from it: every invalid value must raise a ``ValueError`` or ``TypeError``
 that names the argument, every valid and degenerate one (a boundary value, zero-mass bins, coincident points,

@@ -23,6 +23,11 @@ def adopt_clip(step: int) -> float:
 
     A module-level function rather than a lambda so that a ``state_dict`` holding it can be ``torch.save``-d.
     """
+    return _adopt_clip(step)
+
+
+def _adopt_clip(step: int) -> float:
+    """Unchecked :func:`adopt_clip` (the optimizer's step)."""
     return step**0.25
 
 
@@ -237,4 +242,4 @@ class ADOPT(ElementwiseOptimizer):
         beta1, beta2 = group["betas"]
         _adopt_update(params, grads, states[0], states[1], step=step, lr=group["lr"], beta1=beta1, beta2=beta2,
                      eps=group["eps"], weight_decay=group["weight_decay"], decouple=group["decouple"],
-                     clip_lambda=adopt_clip if group["clip_lambda"] == "adopt" else group["clip_lambda"], maximize=group["maximize"], foreach=foreach)
+                     clip_lambda=_adopt_clip if group["clip_lambda"] == "adopt" else group["clip_lambda"], maximize=group["maximize"], foreach=foreach)

@@ -19,7 +19,7 @@ from paperzoo.core.accepts import Choice, Flag, Real, accepts
 from paperzoo.core.checks import check_nonnegative, check_positive
 from paperzoo.optim._common import (ADAM_HYPERPARAMETERS, COMMON_HYPERPARAMETERS, CheckedOptimizer, check_betas,
                                      check_dense_grad)
-from paperzoo.optim.clipping import clip_by_norm, clip_coordinatewise
+from paperzoo.optim.clipping import _clip_by_norm, _clip_coordinatewise
 
 __all__ = ["ClipRAdaGradD", "ClipAdamD"]
 
@@ -108,12 +108,12 @@ class _ClippedAdaptive(CheckedOptimizer):
         norm_version = group["version"] == "norm"
         if level is not None:
             if norm_version:
-                grads, _ = clip_by_norm(grads, level)
+                grads, _ = _clip_by_norm(grads, level)
             elif foreach:
                 grads = torch._foreach_clamp_min(grads, -level)
                 torch._foreach_clamp_max_(grads, level)
             else:
-                grads = [clip_coordinatewise(g, level) for g in grads]
+                grads = [_clip_coordinatewise(g, level) for g in grads]
         if norm_version:
             total = torch.stack([(g * g).sum() for g in grads]).sum()
             increments = [total.to(s.dtype).expand_as(s) for s in sums]

@@ -61,10 +61,15 @@ def ema_update(average: torch.Tensor | None, grad: torch.Tensor, alpha: float) -
         gradient rather than from zero, so it carries no start-up bias towards zero).
     """
     alpha = check_probability("alpha", alpha)
+    if average is not None and average.shape != grad.shape:
+        raise ValueError(f"average must have shape {tuple(grad.shape)} (that of grad), got {tuple(average.shape)}")
+    return _ema_update(average, grad, alpha)
+
+
+def _ema_update(average, grad, alpha):
+    """Unchecked :func:`ema_update` (the optimizers' step)."""
     if average is None:
         return grad.detach().clone(memory_format=torch.preserve_format)
-    if average.shape != grad.shape:
-        raise ValueError(f"average must have shape {tuple(grad.shape)} (that of grad), got {tuple(average.shape)}")
     return average.lerp_(grad, 1.0 - alpha)
 
 
@@ -89,11 +94,16 @@ def window_update(window: torch.Tensor | None, count: int, grad: torch.Tensor, w
     """
     window_size = check_int("window_size", window_size, low=1)
     count = check_int("count", count, low=0)
-    if window is None:
-        window = grad.new_zeros((window_size, *grad.shape))
-    elif tuple(window.shape) != (window_size, *grad.shape):
+    if window is not None and tuple(window.shape) != (window_size, *grad.shape):
         raise ValueError(f"window must have shape {(window_size, *grad.shape)} (window_size, *grad.shape), "
                          f"got {tuple(window.shape)}")
+    return _window_update(window, count, grad, window_size)
+
+
+def _window_update(window, count, grad, window_size):
+    """Unchecked :func:`window_update` (the optimizers' step)."""
+    if window is None:
+        window = grad.new_zeros((window_size, *grad.shape))
     window[count % window_size].copy_(grad)
     return window, count + 1
 
@@ -106,7 +116,11 @@ def window_average(window: torch.Tensor, count: int, *, reduction: str = "mean")
     ``window`` has shape ``(w, *grad.shape)``; the result has shape ``grad.shape``.
     """
     check_choice("reduction", reduction, ("mean", "sum"))
-    count = check_int("count", count, low=1)
+    return _window_average(window, check_int("count", count, low=1), reduction)
+
+
+def _window_average(window, count, reduction="mean"):
+    """Unchecked :func:`window_average` (the optimizers' step)."""
     filled = window[: min(count, window.shape[0])]
     total = filled.sum(0)
     return total.div_(filled.shape[0]) if reduction == "mean" else total

@@ -37,7 +37,7 @@ from paperzoo.core.accepts import Choice, Flag, Int, Module, Real, Tensor, accep
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_probability
 from paperzoo.optim._common import (NONFINITE, CheckedOptimizer, check_dense_grad, check_flag,
                                     check_torch_hyperparameters)
-from paperzoo.optim.gradient_filters import ema_update, window_average, window_update
+from paperzoo.optim.gradient_filters import _ema_update, _window_average, _window_update
 
 __all__ = ["Grokfast", "gradfilter_ema", "gradfilter_ma", "MovingWindow"]
 
@@ -111,7 +111,7 @@ def gradfilter_ema(model: torch.nn.Module, grads: dict[str, torch.Tensor] | None
     lamb = check_nonnegative("lamb", lamb)
     grads = {} if grads is None else grads
     for name, g in _named_grads(model):
-        grads[name] = ema_update(grads.get(name), g, alpha)
+        grads[name] = _ema_update(grads.get(name), g, alpha)
         g.add_(grads[name], alpha=lamb)
     return grads
 
@@ -143,9 +143,9 @@ def gradfilter_ma(model: torch.nn.Module, grads: dict[str, MovingWindow] | None 
     grads = {} if grads is None else grads
     for name, g in _named_grads(model):
         state = grads.setdefault(name, MovingWindow())
-        state.buffer, state.count = window_update(state.buffer, state.count, g, window_size)
+        state.buffer, state.count = _window_update(state.buffer, state.count, g, window_size)
         if not warmup or state.count >= window_size:
-            g.add_(window_average(state.buffer, state.count, reduction=filter_type), alpha=lamb)
+            g.add_(_window_average(state.buffer, state.count, filter_type), alpha=lamb)
     return grads
 
 
@@ -229,7 +229,7 @@ class Grokfast(CheckedOptimizer):
                 check_dense_grad("Grokfast", p.grad)
                 state = self.state[p]
                 if group["filter"] == "ema":
-                    state["ema"] = ema_update(state.get("ema"), p.grad, group["alpha"])
+                    state["ema"] = _ema_update(state.get("ema"), p.grad, group["alpha"])
                     p.grad.add_(state["ema"], alpha=group["lamb"])
                 else:
                     if "step" not in state:
@@ -237,10 +237,10 @@ class Grokfast(CheckedOptimizer):
                         # load_state_dict leaves its dtype and device alone.
                         state["step"] = torch.tensor(0.0, dtype=torch.float32)
                     count = int(state["step"].item())
-                    state["window"], count = window_update(state.get("window"), count, p.grad, group["window_size"])
+                    state["window"], count = _window_update(state.get("window"), count, p.grad, group["window_size"])
                     state["step"].fill_(count)
                     if not group["warmup"] or count >= group["window_size"]:
-                        slow = window_average(state["window"], count, reduction=group["filter_type"])
+                        slow = _window_average(state["window"], count, group["filter_type"])
                         p.grad.add_(slow, alpha=group["lamb"])
 
     @torch.no_grad()

@@ -56,7 +56,11 @@ def gsnr(per_sample_grads: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     check_tensor("per_sample_grads", per_sample_grads)
     if per_sample_grads.dim() < 1 or per_sample_grads.shape[0] < 2:
         raise ValueError(f"per_sample_grads must have shape (k, ...) with k >= 2, got {tuple(per_sample_grads.shape)}")
-    eps = check_positive("eps", eps)
+    return _gsnr(per_sample_grads, check_positive("eps", eps))
+
+
+def _gsnr(per_sample_grads, eps):
+    """Unchecked :func:`gsnr` (VRGD's step)."""
     mean = per_sample_grads.mean(0)
     var = per_sample_grads.var(0, correction=0)
     return mean.square() / (var + eps)
@@ -84,7 +88,11 @@ def gsnr_scale(r: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
         [0.5, 0.5, 1.0, 1.5]
     """
     check_tensor("r", r, nonnegative=True)
-    gamma = check_number("gamma", gamma, low=0.0, high=1.0)
+    return _gsnr_scale(r, check_number("gamma", gamma, low=0.0, high=1.0))
+
+
+def _gsnr_scale(r, gamma):
+    """Unchecked :func:`gsnr_scale` (VRGD's step)."""
     mean = r.mean()
     if float(mean) == 0.0:
         return torch.ones_like(r)
@@ -186,7 +194,7 @@ class VRGD(ClosureWrapper):
             return losses.detach().mean()
         scales, starts = {}, {}
         for p, (group, stacked) in stacks.items():
-            scales[p] = gsnr_scale(gsnr(stacked, group["eps"]), group["gamma"])
+            scales[p] = _gsnr_scale(_gsnr(stacked, group["eps"]), group["gamma"])
             starts[p] = p.detach().clone()
         self.base_optimizer.step()
         for p, scale in scales.items():

@@ -94,13 +94,17 @@ def per_class_normalized_grad(
         >>> direction[0].tolist(), norms.tolist()
         ([1.0, 1.0], [200.0, 2.0])
     """
-    eps = float(eps)
     params = list(params)
     if not params:
         raise ValueError("params must contain at least one tensor, got an empty sequence")
     if not per_class_losses.requires_grad:
         raise ValueError("per_class_losses must carry an autograd graph to params (computed from them, outside "
                          "torch.no_grad), got a tensor that does not require grad")
+    return _per_class_normalized_grad(per_class_losses, params, float(eps))
+
+
+def _per_class_normalized_grad(per_class_losses, params, eps):
+    """Unchecked :func:`per_class_normalized_grad` (PCNGD's step, which checks the closure's losses itself)."""
     direction = [torch.zeros_like(p) for p in params]
     norms = []
     C = per_class_losses.shape[0]
@@ -175,12 +179,15 @@ class PCNGD(CheckedOptimizer):
             if not isinstance(losses, torch.Tensor) or losses.dim() != 1:
                 raise ValueError("closure must return the per-class losses as a 1-D tensor, got "
                                  f"{getattr(losses, 'shape', type(losses).__name__)}")
+            if not losses.requires_grad:
+                raise ValueError("closure must return per-class losses with an autograd graph to the parameters, "
+                                 "got a tensor that does not require grad")
             # A NaN or inf class loss has no gradient to normalise (per_class_normalized_grad refuses it): the
             # policy treats it as that class's non-finite gradient, which every group's step would divide by.
             if self._skip_for_nonfinite(grads=[[losses.detach()]] * len(self.param_groups)):
                 return losses.detach()
             params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
-            direction, norms = per_class_normalized_grad(losses, params, eps=self.param_groups[0]["eps"])
+            direction, norms = _per_class_normalized_grad(losses, params, self.param_groups[0]["eps"])
         # Every group's step divides by the global per-class norms, which are non-finite exactly when a class
         # gradient is (the direction itself leaves such a class out): each group is checked with them.
         checked, index = [], 0
