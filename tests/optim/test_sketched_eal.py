@@ -103,7 +103,7 @@ def test_errors():
         solve_sketched_eal(f, c, x0, l0, rho=1.0)
     with pytest.raises(ValueError, match="max_iter must be >= 1, got 0"):
         solve_sketched_eal(f, c, x0, l0, max_iter=0)
-    with pytest.raises(ValueError, match="lam0 must have the dtype of x0"):
+    with pytest.raises(TypeError, match=r"lam0 must have the dtype of x0 \(torch.float64\), got torch.float32"):
         solve_sketched_eal(f, c, x0, l0.float())
     with pytest.raises(ValueError, match=r"c must return a tensor of shape \(2,\)"):
         solve_sketched_eal(f, c, x0, torch.zeros(2, dtype=D))
@@ -128,3 +128,78 @@ def test_hock_schittkowski_problems_reach_their_published_optima(name):
     assert float(c(res.x).abs().max()) < 1e-8
     with pytest.raises(ValueError, match=r"^name must be one of \['HS40', "):
         hock_schittkowski("HS1")
+
+
+def test_sketch_solver_moves_nowhere_on_a_sketch_k_annihilates():
+    # a zero row (uniform_row) and K = 0 (gaussian) used to give (r_i / tiny) * 0 = inf * 0 = NaN
+    K = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 3.0]], dtype=D)
+    b = torch.tensor([1.0, 5.0, 1.0], dtype=D)
+    z, t = sketch_solve_kkt(K, b, torch.zeros(3, dtype=D), 1e-8, sketch="uniform_row", max_iter=200,
+                            generator=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(z).all()) and t == 200  # inconsistent system: runs out of iterations
+    z, t = sketch_solve_kkt(torch.zeros(3, 3), torch.full((3,), 5.0), torch.ones(3), 1e-8, sketch="gaussian",
+                            max_iter=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(z, torch.ones(3)) and t == 5
+
+
+def test_declared_errors():
+    f, c = _circle()
+    x0, l0 = torch.tensor([-1.5, -0.5], dtype=D), torch.ones(1, dtype=D)
+    with pytest.raises(ValueError, match=r"lam0 must have at most as many entries as x0 \(m <= d = 2"):
+        solve_sketched_eal(f, c, x0, torch.zeros(3, dtype=D))
+    with pytest.raises(ValueError, match="lam0 must not be empty"):
+        solve_sketched_eal(f, c, x0, torch.zeros(0, dtype=D))
+    with pytest.raises(TypeError, match="f must be callable, got NoneType"):
+        solve_sketched_eal(None, c, x0, l0)
+    with pytest.raises(ValueError, match="f must be finite at x0, got nan"):
+        solve_sketched_eal(lambda x: x.log().sum(), c, x0, l0)
+    with pytest.raises(ValueError, match="c must be finite at x0"):
+        solve_sketched_eal(f, lambda x: (x.square().sum() / 0.0 - x.square().sum() / 0.0).reshape(1), x0, l0)
+    with pytest.raises(ValueError, match=r"f must return a scalar tensor, got shape \(2,\)"):
+        solve_sketched_eal(lambda x: x, c, x0, l0)
+    with pytest.raises(ValueError, match="theta must be <= 1.0, got 1.5"):
+        solve_sketched_eal(f, c, x0, l0, theta=1.5)
+    K = torch.eye(2, dtype=D)
+    with pytest.raises(ValueError, match=r"b must have N = 2 \(from K\)"):
+        sketch_solve_kkt(K, torch.ones(3, dtype=D), x0, 0.0, sketch="gaussian", max_iter=1)
+    with pytest.raises(TypeError, match="z must have the dtype of K"):
+        sketch_solve_kkt(K, torch.ones(2, dtype=D), x0.float(), 0.0, sketch="gaussian", max_iter=1)
+    with pytest.raises(ValueError, match="max_iter must be >= 0, got -1"):
+        sketch_solve_kkt(K, torch.ones(2, dtype=D), x0, 0.0, sketch="gaussian", max_iter=-1)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 6), seed=st.integers(0, 10_000), zero_rows=st.integers(0, 2),
+       sketch=st.sampled_from(["gaussian", "uniform_row"]), max_iter=st.integers(0, 300))
+def test_property_sketch_solver_is_finite_stops_at_threshold_and_keeps_the_start(n, seed, zero_rows, sketch,
+                                                                                 max_iter):
+    g = torch.Generator().manual_seed(seed)
+    K = torch.randn(n, n, generator=g, dtype=D) + 3 * torch.eye(n, dtype=D)
+    K[: min(zero_rows, n)] = 0.0
+    b = K @ torch.randn(n, generator=g, dtype=D)  # consistent even with zero rows
+    z0 = torch.randn(n, generator=g, dtype=D)
+    start = z0.clone()
+    z, t = sketch_solve_kkt(K, b, z0, 1e-6, sketch=sketch, max_iter=max_iter, generator=g)
+    assert bool(torch.isfinite(z).all()) and 0 <= t <= max_iter and torch.equal(z0, start)
+    assert t == max_iter or float((K @ z - b).norm()) <= 1e-6
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(2, 6), seed=st.integers(0, 10_000), data=st.data())
+def test_property_exact_sqp_on_a_random_equality_qp_meets_the_kkt_conditions(d, seed, data):
+    m = data.draw(st.integers(1, d))
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(d, d, generator=g, dtype=D)
+    Q = A @ A.T + torch.eye(d, dtype=D)
+    q = torch.randn(d, generator=g, dtype=D)
+    C = torch.randn(m, d, generator=g, dtype=D)
+    e = torch.randn(m, generator=g, dtype=D)
+    res = solve_sketched_eal(lambda x: 0.5 * x @ Q @ x + q @ x, lambda x: C @ x - e, torch.zeros(d, dtype=D),
+                             torch.zeros(m, dtype=D), sketch="exact", tol=1e-8, max_iter=20)
+    assert res.converged and bool(torch.isfinite(res.x).all())
+    assert float((C @ res.x - e).abs().max()) < 1e-7
+    assert float((Q @ res.x + q + C.T @ res.lam).abs().max()) < 1e-7

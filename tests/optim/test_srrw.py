@@ -171,7 +171,7 @@ def test_errors():
         srrw_kernel(P, mu, torch.zeros(N, dtype=torch.float64), 1.0)
     with pytest.raises(ValueError, match="P must be row-stochastic"):
         srrw_kernel(P * 2, mu, x, 1.0)
-    with pytest.raises(ValueError, match=r"mu must have shape \(12,\)"):
+    with pytest.raises(ValueError, match=r"mu must have N = 12 \(from P\) in its shape \(N,\), got shape \(5,\)"):
         SRRWToken(P, mu[:5] / mu[:5].sum(), 1.0)
     with pytest.raises(ValueError, match="gamma_exponent must be > 0.5, got 0.5"):
         SRRWToken(P, mu, 1.0, gamma_exponent=0.5)
@@ -186,9 +186,11 @@ def test_errors():
         sa_srrw(grad, P, mu, torch.zeros(2, dtype=torch.float64), alpha=1.0, max_iter=10, beta_exponent=1.5)
     with pytest.raises(ValueError, match="max_iter must be >= 1, got 0"):
         sa_srrw(grad, P, mu, torch.zeros(2, dtype=torch.float64), alpha=1.0, max_iter=0)
-    with pytest.raises(ValueError, match=r"theta0 must have shape \(d,\) or \(3, d\)"):
+    with pytest.raises(ValueError,
+                       match=r"theta0 must have shape \(d,\) or \(num_walkers, d\) = \(3, d\), got \(2, 2\)"):
         sa_srrw(grad, P, mu, torch.zeros(2, 2, dtype=torch.float64), alpha=1.0, max_iter=5, num_walkers=3)
-    with pytest.raises(ValueError, match=r"grad_fn must return a tensor of shape \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"grad_fn must return a tensor of shape \(1, 2\) and dtype torch.float64, "
+                                         r"got shape \(1, 1\)"):
         sa_srrw(lambda th, i: th[:, :1], P, mu, torch.zeros(2, dtype=torch.float64), alpha=1.0, max_iter=5)
     with pytest.raises(FloatingPointError, match="sa_srrw produced NaN or inf at iteration 5; decrease beta_scale"):
         sa_srrw(lambda th, i: th * float("nan"), P, mu, torch.zeros(2, dtype=torch.float64), alpha=1.0,
@@ -199,3 +201,100 @@ def test_errors():
     with pytest.raises(ValueError, match="must be Hurwitz"):
         sa_srrw_covariance(P, mu, torch.zeros(N, 1, dtype=torch.float64), 1.0,
                            jacobian=-0.25 * torch.eye(1, dtype=torch.float64), beta_exponent=1.0)
+
+
+def test_relational_errors_of_the_chain_and_the_walk():
+    P, mu = _chain()
+    x = _visit_measures(1)[0]
+    with pytest.raises(ValueError, match=r"P must be row-stochastic \(rows summing to 1\), got a row sum of 2.0"):
+        srrw_kernel(P * 2, mu, x, 1.0)
+    skewed = torch.softmax(torch.arange(N, dtype=torch.float64), 0)
+    with pytest.raises(ValueError, match=r"mu must be the stationary distribution of P \(mu P = mu\), got max"):
+        srrw_kernel(P, skewed, x, 1.0)
+    with pytest.raises(ValueError, match="mu must be > 0 entrywise"):
+        SRRWToken(P, torch.cat([mu[:-1] + mu[-1] / (N - 1), mu.new_zeros(1)]), 1.0)
+    with pytest.raises(ValueError, match="x must sum to 1, got 3.0"):
+        srrw_kernel(P, mu, 3 * x, 1.0)
+    with pytest.raises(ValueError, match=r"alpha must be a number or a tensor with one entry per row of x"):
+        srrw_kernel(P, mu, _visit_measures(2), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"alpha must be a number or a tensor of shape \(num_walkers,\) = \(2,\)"):
+        SRRWToken(P, mu, torch.ones(3, dtype=torch.float64), num_walkers=2)
+    with pytest.raises(TypeError, match=r"alpha must have the dtype of P \(torch.float64\), got torch.float32"):
+        SRRWToken(P, mu, torch.ones(2), num_walkers=2)
+    with pytest.raises(ValueError, match=r"x0 must have shape \(12,\) or \(num_walkers, 12\) = \(3, 12\)"):
+        SRRWToken(P, mu, 1.0, num_walkers=3, x0=_visit_measures(2))
+    with pytest.raises(ValueError, match=r"start must be an int or a tensor of shape \(num_walkers,\) = \(2,\)"):
+        SRRWToken(P, mu, 1.0, num_walkers=2, start=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"start must hold nodes in \[0, 11\], got a maximum of 12"):
+        SRRWToken(P, mu, 1.0, num_walkers=2, start=torch.tensor([0, 12]))
+    with pytest.raises(TypeError, match="start must have an integer dtype"):
+        SRRWToken(P, mu, 1.0, num_walkers=2, start=torch.tensor([0.0, 1.0]))
+    token = SRRWToken(P, mu, 1.0, num_walkers=2, start=torch.tensor([0, 3], dtype=torch.uint8))
+    assert token.node.dtype == torch.long and token.node.tolist() == [0, 3]
+    with pytest.raises(ValueError, match=r"grad_fn must return a tensor of shape \(1, 2\) and dtype torch.float64"):
+        sa_srrw(lambda th, i: th.float(), P, mu, torch.zeros(2, dtype=torch.float64), alpha=1.0, max_iter=2)
+    with pytest.raises(TypeError, match="grad_fn must be callable"):
+        sa_srrw(None, P, mu, torch.zeros(2, dtype=torch.float64), alpha=1.0, max_iter=2)
+    # a reducible chain (every state absorbing) has no finite asymptotic covariance
+    eye, uniform = torch.eye(3, dtype=torch.float64), torch.full((3,), 1 / 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="P must be irreducible"):
+        srrw_sampling_covariance(eye, uniform, 1.0)
+    with pytest.raises(ValueError, match="P must be irreducible"):
+        sa_srrw_covariance(eye, uniform, torch.zeros(3, 1, dtype=torch.float64), 1.0)
+    with pytest.raises(ValueError, match=r"H must have N = 12 \(from P\)"):
+        sa_srrw_covariance(P, mu, torch.zeros(5, 1, dtype=torch.float64), 1.0)
+    with pytest.raises(ValueError, match="jacobian must have d = 1"):
+        sa_srrw_covariance(P, mu, torch.zeros(N, 1, dtype=torch.float64), 1.0,
+                           jacobian=-torch.eye(2, dtype=torch.float64))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _random_reversible_chain(n, seed, lazy):
+    """P_ij = w_ij / w_i for symmetric weights w (a random walk on a weighted graph): reversible w.r.t. mu ~ w_i."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(n, n, generator=g, dtype=torch.float64) + 0.05
+    w = w + w.T
+    if not lazy:
+        w.fill_diagonal_(0.0)
+    P = w / w.sum(1, keepdim=True)
+    mu = w.sum(1) / w.sum()
+    return P, mu, g
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 6), seed=st.integers(0, 10_000), alpha=st.floats(0.0, 200.0), lazy=st.booleans())
+def test_property_kernel_is_a_stochastic_matrix_on_the_edges_of_p(n, seed, alpha, lazy):
+    P, mu, g = _random_reversible_chain(n, seed, lazy)
+    x = torch.softmax(3 * torch.randn(2, n, generator=g, dtype=torch.float64), -1)
+    K = srrw_kernel(P, mu, x, alpha)
+    assert bool(torch.isfinite(K).all()) and bool((K >= 0).all())
+    assert torch.allclose(K.sum(-1), torch.ones(2, n, dtype=torch.float64), atol=1e-12)
+    assert bool((K[:, P == 0] == 0).all())
+    assert torch.allclose(srrw_kernel(P, mu, mu, alpha), P, atol=1e-12)  # K[mu] = P
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 6), seed=st.integers(0, 10_000), alpha=st.floats(0.0, 100.0),
+       a=st.sampled_from([0.6, 0.8, 1.0]))
+def test_property_sampling_covariance_is_psd_decreasing_and_conserves_mass(n, seed, alpha, a):
+    P, mu, _ = _random_reversible_chain(n, seed, lazy=True)
+    V = srrw_sampling_covariance(P, mu, alpha, gamma_exponent=a)
+    assert torch.allclose(V, V.T, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(V)[0]) > -1e-10
+    assert float(V.sum(1).abs().max()) < 1e-10  # x_n stays in the simplex: no variance along the all-ones vector
+    assert float(srrw_sampling_covariance(P, mu, alpha + 1.0, gamma_exponent=a).trace()) <= float(V.trace()) + 1e-12
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 5), seed=st.integers(0, 10_000), alpha=st.floats(0.0, 50.0), walkers=st.integers(1, 3))
+def test_property_sa_srrw_short_runs_stay_finite_and_in_the_simplex(n, seed, alpha, walkers):
+    P, mu, g = _random_reversible_chain(n, seed, lazy=False)
+    a = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    res = sa_srrw(lambda th, i: th - a[i], P, mu, torch.zeros(2, dtype=torch.float64), alpha=alpha, max_iter=20,
+                  num_walkers=walkers, generator=g)
+    assert bool(torch.isfinite(res.x).all()) and res.x.shape == (walkers, 2)
+    assert bool((res.visit_measure > 0).all())
+    assert torch.allclose(res.visit_measure.sum(1), torch.ones(walkers, dtype=torch.float64), atol=1e-12)

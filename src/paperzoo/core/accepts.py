@@ -63,11 +63,16 @@ class ExampleContext:
     sizes: dict[str, int]
     dtype: torch.dtype
     generator: torch.Generator
+    size_range: tuple[int, int] | None = None
 
     def size(self, symbol: str) -> int:
         if symbol not in self.sizes:
-            # Distinct sizes per symbol, so that a swapped or mismatched dimension is detectable.
-            self.sizes[symbol] = 3 + len(self.sizes)
+            if self.size_range is None:
+                # Distinct sizes per symbol, so that a swapped or mismatched dimension is detectable.
+                self.sizes[symbol] = 3 + len(self.sizes)
+            else:  # random sizes (property tests), drawn from the generator
+                low, high = self.size_range
+                self.sizes[symbol] = int(torch.randint(low, high + 1, (), generator=self.generator))
         return self.sizes[symbol]
 
 
@@ -748,8 +753,11 @@ class Declaration:
     fixed_dtype: torch.dtype | None = None
     mutates: tuple[str, ...] = ()
 
-    def example_kwargs(self, dtype: torch.dtype = torch.float64, seed: int = 0) -> dict:
-        ctx = ExampleContext({}, self.fixed_dtype or dtype, torch.Generator().manual_seed(seed))
+    def example_kwargs(self, dtype: torch.dtype = torch.float64, seed: int = 0,
+                       size_range: tuple[int, int] | None = None) -> dict:
+        """A valid call; ``seed`` draws its random tensors, ``size_range`` (low, high) draws the sizes of shape
+        symbols (default: fixed distinct sizes 3, 4, 5, ...)."""
+        ctx = ExampleContext({}, self.fixed_dtype or dtype, torch.Generator().manual_seed(seed), size_range)
         kwargs = dict(self.example(ctx)) if self.example is not None else {}
         sig = inspect.signature(self.func)
         for name, param in sig.parameters.items():

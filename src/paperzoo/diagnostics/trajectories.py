@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_tensor
+from paperzoo.core.accepts import Function, Generator, Int, OneOf, Real, Tensor, accepts
+from paperzoo.core.checks import check_number
 
 __all__ = ["Trajectory", "gd_trajectory"]
 
@@ -29,8 +30,9 @@ class Trajectory(NamedTuple):
 
     Attributes:
         x: final iterates, shape ``(n, d)`` (NaN rows for runs that diverged).
-        iterates: recorded iterates, shape ``(records, n, d)``; ``iterates[0]`` is ``x0``.
-        losses: :math:`f` at the recorded iterates, shape ``(records, n)``.
+        iterates: recorded iterates, shape ``(records, n, d)``; ``iterates[0]`` is ``x0``; NaN rows for a run from
+            the step it diverged on.
+        losses: :math:`f` at the recorded iterates, shape ``(records, n)`` (NaN for a diverged run, as its iterate).
         steps: the step index of each record, shape ``(records,)``.
         diverged: runs whose iterate or gradient became non-finite, shape ``(n,)`` (bool).
     """
@@ -42,6 +44,22 @@ class Trajectory(NamedTuple):
     diverged: torch.Tensor
 
 
+def _half_square(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x.square().sum(-1)
+
+
+def _values(f, x: torch.Tensor) -> torch.Tensor:
+    value = f(x)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"f must return a torch.Tensor, got {type(value).__name__}")
+    if value.shape != x.shape[:1]:
+        raise ValueError(f"f must return shape {tuple(x.shape[:1])}, got {tuple(value.shape)}")
+    return value
+
+
+@accepts(f=Function(), x0=Tensor("n", "d", degenerate=("coincident",)), lr=OneOf(Real(ge=0), Function()),
+         steps=Int(ge=0), noise_std=Real(ge=0), generator=Generator(), record_every=Int(ge=1),
+         example=lambda ctx: {"f": _half_square, "lr": 0.1, "steps": 3})
 def gd_trajectory(
     f: Callable[[torch.Tensor], torch.Tensor],
     x0: torch.Tensor,
@@ -62,16 +80,18 @@ def gd_trajectory(
     The gradient comes from autograd on ``f(x).sum()``, so ``f`` must treat rows independently.
 
     Args:
-        f: maps ``x`` of shape ``(n, d)`` to values of shape ``(n,)``.
-        x0: initial points, shape ``(n, d)``, floating.
-        lr: step size ``>= 0`` or a callable ``t -> eta_t``.
+        f: maps ``x`` of shape ``(n, d)`` to values of shape ``(n,)``, differentiably (autograd).
+        x0: initial points, shape ``(n, d)``, floating, finite.
+        lr: step size ``>= 0`` or a callable ``t -> eta_t`` (values ``>= 0``).
         steps: number of steps ``>= 0``.
         noise_std: :math:`\\sigma \\ge 0`, the standard deviation of the Gaussian added to the gradient.
-        generator: source of the noise.
+        generator: source of the noise (a CPU generator; the noise is moved to the device of ``x0``).
         record_every: record every this many steps (the final iterate is always recorded).
 
     Returns:
-        A :class:`Trajectory`.
+        A :class:`Trajectory`. Divergence is a result, not an error: a run whose iterate (or gradient) leaves the
+        finite numbers is flagged in ``diverged`` and frozen at NaN from that step on, in ``x``, ``iterates`` and
+        ``losses``; the other runs are unaffected.
 
     Example:
         >>> import torch
@@ -79,31 +99,28 @@ def gd_trajectory(
         >>> traj.x.flatten().tolist(), traj.steps.tolist()
         ([0.25, 0.25, 0.25], [0, 1, 2])
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
-    check_tensor("x0", x0, ndim=2)
-    steps = check_int("steps", steps, low=0)
-    record_every = check_int("record_every", record_every, low=1)
-    noise_std = check_nonnegative("noise_std", noise_std)
     schedule = lr if callable(lr) else None
     if schedule is None:
-        lr = check_nonnegative("lr", lr)
+        lr = float(lr)
     x = x0.detach().clone()
-    diverged = torch.zeros(x.shape[0], dtype=torch.bool)
+    diverged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     records, losses, at = [x.clone()], [], [0]
     for t in range(steps):
         eta = check_number(f"lr({t})", schedule(t), low=0.0) if schedule is not None else lr
         x.requires_grad_(True)
         with torch.enable_grad():
-            value = f(x)
-            if value.shape != x.shape[:1]:
-                raise ValueError(f"f must return shape {tuple(x.shape[:1])}, got {tuple(value.shape)}")
-            (grad,) = torch.autograd.grad(value.sum(), x)
+            value = _values(f, x)
+            if not value.requires_grad:
+                raise ValueError("f must be differentiable in x (autograd), got values that do not depend on x")
+            (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+        if grad is None:  # values that require grad through other tensors only: f is constant in x
+            grad = torch.zeros_like(x)
         if t == 0:
             losses.append(value.detach())
         x = x.detach()
         if noise_std > 0:
-            grad = grad + noise_std * torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.dtype)
+            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+            grad = grad + noise_std * noise.to(dtype=x.dtype, device=x.device)
         x = x - eta * grad
         bad = ~torch.isfinite(x).all(-1)
         if bad.any():
@@ -117,5 +134,5 @@ def gd_trajectory(
                 losses.append(f(x))
     if steps == 0:
         with torch.no_grad():
-            losses.append(f(x))
-    return Trajectory(x, torch.stack(records), torch.stack(losses), torch.tensor(at), diverged)
+            losses.append(_values(f, x))
+    return Trajectory(x, torch.stack(records), torch.stack(losses), torch.tensor(at, device=x.device), diverged)

@@ -189,6 +189,9 @@ def wpc_loss(
         form: ``"contrastive"`` (WPC, default) or ``"dual"``.
     """
     gp_weight = float(gp_weight)
+    if x.shape[0] < 2:
+        raise ValueError(f"x must hold N >= 2 samples (the contrastive bound compares each pair with the others), "
+                         f"got shape {tuple(x.shape)}")
     if gp_weight > 0 and not callable(getattr(critic, "pair_scores", None)):
         raise TypeError(f"critic must have a pair_scores(x, y) method when gp_weight > 0, got "
                         f"{type(critic).__name__}")

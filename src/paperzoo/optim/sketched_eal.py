@@ -69,7 +69,7 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core.checks import check_choice, check_int, check_nonnegative, check_number, check_positive, check_tensor
+from paperzoo.core.accepts import Choice, Function, Generator, Int, Real, Tensor, accepts
 from paperzoo.core.convergence import check_finite_iterate, warn_not_converged
 
 __all__ = ["SketchedEALResult", "solve_sketched_eal", "sketch_solve_kkt"]
@@ -103,6 +103,17 @@ class SketchedEALResult(NamedTuple):
     nu: torch.Tensor
 
 
+def _kkt_example(ctx) -> dict:
+    N = ctx.size("N")
+    K = torch.randn(N, N, generator=ctx.generator, dtype=ctx.dtype) + 4.0 * torch.eye(N, dtype=ctx.dtype)
+    return {"K": K, "b": torch.randn(N, generator=ctx.generator, dtype=ctx.dtype),
+            "z": torch.zeros(N, dtype=ctx.dtype), "threshold": 1e-6, "sketch": "gaussian", "max_iter": 20,
+            "generator": torch.Generator().manual_seed(0)}
+
+
+@accepts(K=Tensor("N", "N", degenerate=("zeros",)), b=Tensor("N", degenerate=("zeros",)),
+         z=Tensor("N", degenerate=("zeros",)), threshold=Real(ge=0), sketch=Choice(*_SKETCHES[:2]),
+         max_iter=Int(ge=0), generator=Generator(), example=_kkt_example)
 def sketch_solve_kkt(K: torch.Tensor, b: torch.Tensor, z: torch.Tensor, threshold: float, *, sketch: str,
                      max_iter: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
     """Randomized iterative sketching for :math:`K z = b` from a warm start until :math:`\\|Kz - b\\| \\le`
@@ -128,31 +139,26 @@ def sketch_solve_kkt(K: torch.Tensor, b: torch.Tensor, z: torch.Tensor, threshol
         >>> [round(v, 6) for v in z.tolist()]
         [0.4, 0.2]
     """
-    check_tensor("K", K, ndim=2)
-    check_tensor("b", b, ndim=1)
-    check_tensor("z", z, ndim=1)
-    if K.shape[0] != K.shape[1] or K.shape[0] != b.shape[0] or z.shape != b.shape:
-        raise ValueError(f"K must be (N, N) with b and z (N,), got {tuple(K.shape)}, {tuple(b.shape)}, "
-                         f"{tuple(z.shape)}")
-    threshold = check_nonnegative("threshold", threshold)
-    check_choice("sketch", sketch, _SKETCHES[:2])
-    max_iter = check_int("max_iter", max_iter, low=0)
-    return _sketch_loop(K, b, z.clone(), threshold, sketch, max_iter, generator)
+    return _sketch_loop(K, b, z.clone(), float(threshold), sketch, int(max_iter), generator)
 
 
 def _sketch_loop(K, b, z, threshold, sketch, max_iter, generator):
     r = K @ z - b
     N = b.shape[0]
     row_sq = K.square().sum(1)
+    zero = K.new_zeros(())
     t = 0
     while t < max_iter and float(r.norm()) > threshold:
+        # A sketch that K annihilates (a zero row, s in the null space of K^T) carries no information: no move.
+        # (Clamping the denominator instead overflows to inf * 0 = NaN once |r_i| / tiny exceeds the float range.)
         if sketch == "gaussian":
             s = torch.randn(N, generator=generator, dtype=K.dtype).to(K.device)
             ks = K.T @ s
-            z = z - (s @ r) / ks.square().sum().clamp_min(torch.finfo(K.dtype).tiny) * ks
+            denom = ks.square().sum()
+            z = z - torch.where(denom > 0, (s @ r) / denom, zero) * ks
         else:
             i = int(torch.randint(N, (1,), generator=generator))
-            z = z - (r[i] / row_sq[i].clamp_min(torch.finfo(K.dtype).tiny)) * K[i]
+            z = z - torch.where(row_sq[i] > 0, r[i] / row_sq[i], zero) * K[i]
         r = K @ z - b
         t += 1
     return z, t
@@ -164,7 +170,8 @@ def _derivatives(f, c, x, lam, need_hessian):
         xr = x.detach().requires_grad_(True)
         fx = f(xr)
         if not isinstance(fx, torch.Tensor) or fx.numel() != 1:
-            raise ValueError("f must return a scalar tensor")
+            raise ValueError(f"f must return a scalar tensor, got "
+                             f"{f'shape {tuple(fx.shape)}' if isinstance(fx, torch.Tensor) else type(fx).__name__}")
         cx = c(xr)
         if not isinstance(cx, torch.Tensor) or cx.dim() != 1 or cx.shape[0] != lam.shape[0]:
             raise ValueError(f"c must return a tensor of shape ({lam.shape[0]},) (the shape of lam0), got "
@@ -183,6 +190,19 @@ def _merit(fx, cx, gL, lam, mu, nu):
     return fx + lam @ cx + 0.5 * mu * cx.square().sum() + 0.5 * nu * gL.square().sum()
 
 
+def _eal_example(ctx) -> dict:
+    d = ctx.size("d")
+    # min sum(x) s.t. |x|^2 = d: KKT point x = -1, lam = 1/2
+    return {"f": lambda x: x.sum(), "c": lambda x: (x.square().sum() - d).reshape(1),
+            "x0": -torch.linspace(0.5, 1.5, d, dtype=ctx.dtype), "lam0": torch.ones(1, dtype=ctx.dtype),
+            "sketch": "gaussian", "max_sketch_iter": 200, "max_iter": 3, "generator": torch.Generator().manual_seed(0)}
+
+
+@accepts(f=Function(), c=Function(), x0=Tensor("d"), lam0=Tensor("m"), sketch=Choice(*_SKETCHES), mu0=Real(gt=0),
+         nu0=Real(gt=0), delta0=Real(gt=0), xi_B=Real(gt=0), beta=Real(gt=0, lt=0.5), rho=Real(gt=1),
+         theta=Real(gt=0, le=1), delta_min=Real(gt=0), min_jacobian_eig=Real(ge=0), max_sketch_iter=Int(ge=1),
+         max_line_search=Int(ge=0), max_iter=Int(ge=1), tol=Real(ge=0), generator=Generator(),
+         example=_eal_example)
 def solve_sketched_eal(
     f: Callable[[torch.Tensor], torch.Tensor],
     c: Callable[[torch.Tensor], torch.Tensor],
@@ -241,34 +261,23 @@ def solve_sketched_eal(
         >>> res.converged, [round(v, 5) for v in res.x.tolist()], round(res.lam.item(), 5)
         (True, [-1.0, -1.0], 0.5)
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
-    if not callable(c):
-        raise TypeError(f"c must be callable, got {type(c).__name__}")
-    check_tensor("x0", x0, ndim=1)
-    check_tensor("lam0", lam0, ndim=1)
-    if lam0.dtype != x0.dtype:
-        raise ValueError(f"lam0 must have the dtype of x0 ({x0.dtype}), got {lam0.dtype}")
     if lam0.shape[0] > x0.shape[0]:
-        raise ValueError(f"lam0 must have at most {x0.shape[0]} entries (m <= d), got {lam0.shape[0]}")
-    check_choice("sketch", sketch, _SKETCHES)
-    mu, nu = check_positive("mu0", mu0), check_positive("nu0", nu0)
-    delta = check_positive("delta0", delta0)
-    xi_B = check_positive("xi_B", xi_B)
-    beta = check_number("beta", beta, low=0.0, high=0.5, low_inclusive=False, high_inclusive=False)
-    rho = check_number("rho", rho, low=1.0, low_inclusive=False)
-    theta = check_number("theta", theta, low=0.0, high=1.0, low_inclusive=False)
-    delta_min = check_positive("delta_min", delta_min)
-    min_jacobian_eig = check_nonnegative("min_jacobian_eig", min_jacobian_eig)
-    max_sketch_iter = check_int("max_sketch_iter", max_sketch_iter, low=1)
-    max_line_search = check_int("max_line_search", max_line_search, low=0)
-    max_iter = check_int("max_iter", max_iter, low=1)
-    tol = check_nonnegative("tol", tol)
+        raise ValueError(f"lam0 must have at most as many entries as x0 (m <= d = {x0.shape[0]}: no more "
+                         f"constraints than variables), got {lam0.shape[0]}")
+    mu, nu, delta, xi_B, beta, rho = float(mu0), float(nu0), float(delta0), float(xi_B), float(beta), float(rho)
+    theta, delta_min, min_jacobian_eig, tol = float(theta), float(delta_min), float(min_jacobian_eig), float(tol)
+    max_sketch_iter, max_line_search, max_iter = int(max_sketch_iter), int(max_line_search), int(max_iter)
 
     x, lam = x0.detach().clone(), lam0.detach().clone()
     d, m = x.shape[0], lam.shape[0]
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     fx, cx, G, gL, H = _derivatives(f, c, x, lam, True)
+    if not bool(torch.isfinite(fx)):
+        raise ValueError(f"f must be finite at x0, got {float(fx)!r}")
+    if not bool(torch.isfinite(cx).all()):
+        raise ValueError("c must be finite at x0, got NaN or inf entries")
+    if not (bool(torch.isfinite(gL).all()) and bool(torch.isfinite(H).all())):
+        raise ValueError("f and c must have finite first and second derivatives at x0, got NaN or inf entries")
     kkt = [torch.cat([gL, cx]).norm()]
     sketch_iters, steps, mus, nus = [], [], [], []
     k = 0
@@ -276,7 +285,7 @@ def solve_sketched_eal(
     while not converged and k < max_iter:
         xi_G = float(torch.linalg.eigvalsh(G @ G.T)[0])
         if xi_G < min_jacobian_eig:
-            raise ValueError(f"solve_sketched_eal: the constraint Jacobian is rank deficient at iteration {k} "
+            raise ValueError(f"solve_sketched_eal: the Jacobian of c is rank deficient at iteration {k} "
                              f"(lambda_min(G G^T) = {xi_G:.3g} < min_jacobian_eig = {min_jacobian_eig}); "
                              "the method assumes linearly independent constraint gradients")
         B = H

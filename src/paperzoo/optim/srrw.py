@@ -53,7 +53,8 @@ from typing import NamedTuple
 
 import torch
 
-from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_tensor
+from paperzoo.core.accepts import Flag, Function, Generator, Int, OneOf, Real, Tensor, accepts
+from paperzoo.core.checks import check_int
 from paperzoo.core.convergence import check_finite_iterate
 
 __all__ = [
@@ -66,32 +67,66 @@ __all__ = [
 ]
 
 
+def _sum_tol(x: torch.Tensor) -> float:
+    """Tolerance on a sum of ``x.shape[-1]`` probabilities (rounding grows with the number of terms)."""
+    return max(1e-6, 4.0 * x.shape[-1] * torch.finfo(x.dtype).eps)
+
+
+def _check_distribution(name: str, x: torch.Tensor) -> None:
+    """Entries > 0 (the interior of the simplex) and every vector (last dimension) summing to 1."""
+    if bool((x <= 0).any()):
+        raise ValueError(f"{name} must be > 0 entrywise (in the interior of the simplex), got a minimum of "
+                         f"{float(x.min())!r}")
+    sums = x.sum(-1)
+    worst = float((sums - 1).abs().max())
+    if worst > _sum_tol(x):
+        raise ValueError(f"{name} must sum to 1, got {float(sums.reshape(-1)[(sums - 1).abs().argmax()])!r}")
+
+
 def _check_chain(P: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    check_tensor("P", P, ndim=2, nonnegative=True)
-    N = P.shape[0]
-    if P.shape[1] != N:
-        raise ValueError(f"P must be a square matrix, got shape {tuple(P.shape)}")
-    if not torch.allclose(P.sum(1), torch.ones(N, dtype=P.dtype), atol=1e-6):
-        raise ValueError("P must be row-stochastic (rows summing to 1)")
-    check_tensor("mu", mu, ndim=1)
-    if mu.shape[0] != N:
-        raise ValueError(f"mu must have shape ({N},), got {tuple(mu.shape)}")
-    if bool((mu <= 0).any()):
-        raise ValueError("mu must be > 0 entrywise")
-    if abs(float(mu.sum()) - 1.0) > 1e-6:
-        raise ValueError(f"mu must sum to 1, got {float(mu.sum())!r}")
+    """The relational checks the declaration cannot state: P row-stochastic, mu a positive distribution that P
+    leaves invariant (shapes, dtypes, finiteness and signs are checked by the declaration)."""
+    tol = _sum_tol(P)
+    rows = P.sum(1)
+    worst = int((rows - 1).abs().argmax())
+    if abs(float(rows[worst]) - 1.0) > tol:
+        raise ValueError(f"P must be row-stochastic (rows summing to 1), got a row sum of {float(rows[worst])!r} "
+                         f"in row {worst}")
+    _check_distribution("mu", mu)
+    drift = float((mu @ P - mu).abs().max())
+    if drift > tol:
+        raise ValueError(f"mu must be the stationary distribution of P (mu P = mu), got max |mu P - mu| = {drift:.3g}")
     return P, mu.to(P.dtype)
 
 
-def _check_exponent(name: str, value) -> float:
-    return check_number(name, value, low=0.5, low_inclusive=False, high=1.0)
+_P = Tensor("N", "N", nonnegative=True)  # row-stochastic: checked in _check_chain
+_MU = Tensor("N", positive_mass=True)  # entrywise > 0, summing to 1, stationary for P: checked in _check_chain
+_EXPONENT = Real(gt=0.5, le=1.0)
+# alpha: one strength, or one per walker (a 0-d or 1-d tensor; its length is checked against the walkers)
+_ALPHA = OneOf(Real(ge=0), Tensor(ndims=(0, 1), nonnegative=True))
 
 
-def _alpha_tensor(alpha, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _example_chain(ctx) -> dict:
+    """A tiny Metropolis chain on the complete graph, reversible w.r.t. a non-uniform target."""
+    from paperzoo.data.graphs import metropolis_hastings_chain
+
+    N = ctx.size("N")
+    mu = torch.softmax(torch.randn(N, generator=ctx.generator, dtype=torch.float64), 0)
+    P = metropolis_hastings_chain(torch.ones(N, N) - torch.eye(N), mu, dtype=torch.float64)
+    return {"P": P.to(ctx.dtype), "mu": mu.to(ctx.dtype)}
+
+
+def _example_visits(ctx, rows: int) -> torch.Tensor:
+    return torch.softmax(torch.randn(rows, ctx.size("N"), generator=ctx.generator, dtype=ctx.dtype), -1)
+
+
+def _alpha_tensor(alpha, shape: tuple[int, ...], dtype: torch.dtype, expected: str) -> torch.Tensor:
+    """``alpha`` (validated by the declaration) as a tensor of ``shape``; ``expected`` says what it must match."""
     if isinstance(alpha, torch.Tensor) and alpha.numel() > 1:
-        check_tensor("alpha", alpha, nonnegative=True)
-        return torch.broadcast_to(alpha.to(dtype), shape)
-    return torch.full(shape, check_nonnegative("alpha", alpha), dtype=dtype)
+        if tuple(alpha.shape) != tuple(shape):
+            raise ValueError(f"alpha must be a number or {expected}, got shape {tuple(alpha.shape)}")
+        return alpha.to(dtype)
+    return torch.full(shape, float(alpha), dtype=dtype)
 
 
 def _srrw_logits(logP_rows: torch.Tensor, log_ratio: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -99,14 +134,18 @@ def _srrw_logits(logP_rows: torch.Tensor, log_ratio: torch.Tensor, alpha: torch.
     return logP_rows - alpha.unsqueeze(-1) * log_ratio
 
 
+@accepts(P=_P, mu=_MU, x=Tensor(..., "N", max_batch_dims=1, nonnegative=True), alpha=_ALPHA,
+         example=lambda ctx: {**_example_chain(ctx), "x": _example_visits(ctx, 2), "alpha": 1.5})
 def srrw_kernel(P: torch.Tensor, mu: torch.Tensor, x: torch.Tensor, alpha) -> torch.Tensor:
     """SRRW transition kernel :math:`K[x]` (the paper's Eq. (1)) for one or many visit measures.
 
     Args:
         P: base transition matrix, shape ``(N, N)``.
         mu: target distribution of ``P``, shape ``(N,)``.
-        x: visit measures in the simplex's interior, shape ``(N,)`` or ``(B, N)``.
+        x: visit measures in the simplex's interior (entries > 0 summing to 1), shape ``(N,)`` or ``(B, N)``.
         alpha: repellence :math:`\\alpha \\ge 0`, a float or a tensor of shape ``(B,)``.
+
+    ``P`` must be row-stochastic and ``mu`` positive with :math:`\\mu P = \\mu`.
 
     Returns:
         Row-stochastic kernels, shape ``(N, N)`` or ``(B, N, N)``.
@@ -119,13 +158,10 @@ def srrw_kernel(P: torch.Tensor, mu: torch.Tensor, x: torch.Tensor, alpha) -> to
         [0.0, 0.75, 0.25]
     """
     P, mu = _check_chain(P, mu)
-    check_tensor("x", x, nonnegative=True)
-    if x.dim() not in (1, 2) or x.shape[-1] != P.shape[0]:
-        raise ValueError(f"x must have shape ({P.shape[0]},) or (B, {P.shape[0]}), got {tuple(x.shape)}")
-    if bool((x <= 0).any()):
-        raise ValueError("x must be > 0 entrywise (in the interior of the simplex)")
+    _check_distribution("x", x)
     x = x.to(P.dtype)
-    a = _alpha_tensor(alpha, x.shape[:-1], P.dtype)
+    a = _alpha_tensor(alpha, x.shape[:-1], P.dtype,
+                      f"a tensor with one entry per row of x (x has shape {tuple(x.shape)})")
     log_ratio = (x.log() - mu.log()).unsqueeze(-2)  # (..., 1, N): the repellence depends on the target j only
     logits = _srrw_logits(P.log(), log_ratio, a.unsqueeze(-1))
     return torch.softmax(logits, dim=-1)
@@ -162,36 +198,40 @@ class SRRWToken:
         torch.Size([4])
     """
 
+    @accepts(P=_P, mu=_MU, alpha=_ALPHA, num_walkers=Int(ge=1),
+             start=OneOf(Int(ge=0), Tensor(ndims=(1,), dtype="int", low=0), optional=True),
+             x0=Tensor(..., "N", max_batch_dims=1, nonnegative=True, optional=True), gamma_exponent=_EXPONENT,
+             generator=Generator(),
+             example=lambda ctx: {**_example_chain(ctx), "alpha": 2.0, "num_walkers": 2,
+                                  "start": torch.tensor([0, 1]), "x0": _example_visits(ctx, 2),
+                                  "generator": torch.Generator().manual_seed(0)})
     def __init__(self, P: torch.Tensor, mu: torch.Tensor, alpha, *, num_walkers: int = 1, start=None,
                  x0: torch.Tensor | None = None, gamma_exponent: float = 0.8,
                  generator: torch.Generator | None = None) -> None:
         self.P, self.mu = _check_chain(P, mu)
-        N = self.P.shape[0]
-        W = check_int("num_walkers", num_walkers, low=1)
-        self.gamma_exponent = _check_exponent("gamma_exponent", gamma_exponent)
-        self.alpha = _alpha_tensor(alpha, (W,), self.P.dtype).clone()
+        N, W = self.P.shape[0], int(num_walkers)
+        self.gamma_exponent = float(gamma_exponent)
+        self.alpha = _alpha_tensor(alpha, (W,), self.P.dtype, f"a tensor of shape (num_walkers,) = ({W},)").clone()
         self.generator = generator
         self._logP = self.P.log()
         self._log_mu = self.mu.log()
         if x0 is None:
             x = self.mu.expand(W, N)
         else:
-            check_tensor("x0", x0)
-            if x0.shape not in ((N,), (W, N)):
-                raise ValueError(f"x0 must have shape ({N},) or ({W}, {N}), got {tuple(x0.shape)}")
-            if bool((x0 <= 0).any()):
-                raise ValueError("x0 must be > 0 entrywise (in the interior of the simplex)")
-            if not torch.allclose(x0.sum(-1), torch.ones((), dtype=x0.dtype), atol=1e-6):
-                raise ValueError("x0 must sum to 1")
+            if x0.dim() == 2 and x0.shape[0] != W:
+                raise ValueError(f"x0 must have shape ({N},) or (num_walkers, {N}) = ({W}, {N}), got "
+                                 f"{tuple(x0.shape)}")
+            _check_distribution("x0", x0)
             x = x0.to(self.P.dtype).expand(W, N)
         self.x = x.clone()
         if start is None:
             self.node = torch.multinomial(self.mu, W, replacement=True, generator=generator)
         elif isinstance(start, torch.Tensor):
-            if start.shape != (W,) or start.dtype not in (torch.int32, torch.int64):
-                raise ValueError(f"start must be an integer tensor of shape ({W},), got {tuple(start.shape)}")
-            if bool(((start < 0) | (start >= N)).any()):
-                raise ValueError(f"start must hold nodes in [0, {N - 1}]")
+            if start.shape != (W,):
+                raise ValueError(f"start must be an int or a tensor of shape (num_walkers,) = ({W},), got shape "
+                                 f"{tuple(start.shape)}")
+            if bool((start >= N).any()):
+                raise ValueError(f"start must hold nodes in [0, {N - 1}], got a maximum of {int(start.max())}")
             self.node = start.long().clone()
         else:
             self.node = torch.full((W,), check_int("start", start, low=0, high=N - 1), dtype=torch.long)
@@ -259,6 +299,20 @@ class SASRRWResult(NamedTuple):
     trace_steps: torch.Tensor
 
 
+def _sa_srrw_example(ctx) -> dict:
+    chain = _example_chain(ctx)
+    a = torch.randn(ctx.size("N"), ctx.size("d"), generator=ctx.generator, dtype=ctx.dtype)
+    return {**chain, "grad_fn": lambda theta, nodes: theta - a[nodes], "alpha": 2.0, "max_iter": 4, "num_walkers": 2,
+            "theta0": torch.zeros(2, ctx.size("d"), dtype=ctx.dtype), "start": 0, "x0": _example_visits(ctx, 2),
+            "record_every": 2, "generator": torch.Generator().manual_seed(0)}
+
+
+@accepts(grad_fn=Function(), P=_P, mu=_MU, theta0=Tensor(..., "d", max_batch_dims=1), alpha=_ALPHA,
+         max_iter=Int(ge=1), num_walkers=Int(ge=1), gamma_exponent=_EXPONENT, beta_exponent=_EXPONENT,
+         beta_scale=Real(gt=0), importance_weighting=Flag(),
+         start=OneOf(Int(ge=0), Tensor(ndims=(1,), dtype="int", low=0), optional=True),
+         x0=Tensor(..., "N", max_batch_dims=1, nonnegative=True, optional=True), record_every=Int(ge=0),
+         generator=Generator(), example=_sa_srrw_example)
 def sa_srrw(
     grad_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     P: torch.Tensor,
@@ -290,7 +344,7 @@ def sa_srrw(
     Args:
         grad_fn: ``grad_fn(theta, nodes)`` returns :math:`\\nabla F_{\\text{node}}(\\theta)` row by row;
             ``theta`` has shape ``(W, d)``, ``nodes`` shape ``(W,)`` (long), the result shape ``(W, d)``.
-        P, mu: base chain ``(N, N)`` and its target ``(N,)``.
+        P, mu: base chain ``(N, N)`` (row-stochastic) and its target ``(N,)`` (positive, :math:`\\mu P = \\mu`).
         theta0: initial iterate, shape ``(d,)`` or ``(W, d)``.
         alpha: repellence :math:`\\alpha \\ge 0` (float, or tensor of shape ``(W,)``); ``0`` is the base chain.
         max_iter: steps :math:`n`.
@@ -312,30 +366,25 @@ def sa_srrw(
         >>> abs(res.x.item() - 4.5) < 0.5
         True
     """
-    P, mu = _check_chain(P, mu)
-    N = P.shape[0]
-    max_iter = check_int("max_iter", max_iter, low=1)
-    W = check_int("num_walkers", num_walkers, low=1)
-    b = _check_exponent("beta_exponent", beta_exponent)
-    c = check_positive("beta_scale", beta_scale)
-    record_every = check_int("record_every", record_every, low=0)
-    check_tensor("theta0", theta0)
-    if theta0.dim() == 1:
-        theta = theta0.to(P.dtype).expand(W, -1).clone()
-    elif theta0.dim() == 2 and theta0.shape[0] == W:
-        theta = theta0.to(P.dtype).clone()
-    else:
-        raise ValueError(f"theta0 must have shape (d,) or ({W}, d), got {tuple(theta0.shape)}")
+    N, W, max_iter, record_every = P.shape[0], int(num_walkers), int(max_iter), int(record_every)
+    b, c = float(beta_exponent), float(beta_scale)
+    if theta0.dim() == 2 and theta0.shape[0] != W:
+        raise ValueError(f"theta0 must have shape (d,) or (num_walkers, d) = ({W}, d), got {tuple(theta0.shape)}")
+    theta = theta0.to(P.dtype).expand(W, -1).clone()
+    # the token's declaration checks the chain (P row-stochastic, mu stationary), alpha, start and x0
     token = SRRWToken(P, mu, alpha, num_walkers=W, start=start, x0=x0, gamma_exponent=gamma_exponent,
                       generator=generator)
+    mu = token.mu
     weight = 1.0 / (N * mu) if importance_weighting else torch.ones_like(mu)
     trace, trace_visit, steps = [], [], []
     for n in range(max_iter):
         nodes = token.step()
         g = grad_fn(theta, nodes)
-        if n == 0 and (not isinstance(g, torch.Tensor) or g.shape != theta.shape):
-            raise ValueError(f"grad_fn must return a tensor of shape {tuple(theta.shape)}, "
-                             f"got {getattr(g, 'shape', type(g).__name__)}")
+        if n == 0 and (not isinstance(g, torch.Tensor) or g.shape != theta.shape or g.dtype != theta.dtype):
+            got = (f"shape {tuple(g.shape)} and dtype {g.dtype}" if isinstance(g, torch.Tensor)
+                   else type(g).__name__)
+            raise ValueError(f"grad_fn must return a tensor of shape {tuple(theta.shape)} and dtype {theta.dtype}, "
+                             f"got {got}")
         beta = c * float(n + 2) ** -b  # beta_{n+1} = c (n + 2)^{-b}
         theta = theta - beta * weight[nodes].unsqueeze(1) * g
         if (n + 1) % 256 == 0:
@@ -357,13 +406,22 @@ def sa_srrw(
 def _reversible_spectrum(P: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (ascending) and l2(mu)-orthonormal right eigenvectors (columns) of a mu-reversible P."""
     flow = mu[:, None] * P
-    if not torch.allclose(flow, flow.T, atol=1e-10):
-        raise ValueError("P must be reversible with respect to mu (mu_i P_ij == mu_j P_ji)")
+    gap = float((flow - flow.T).abs().max())
+    if gap > max(1e-10, 16 * torch.finfo(P.dtype).eps):
+        raise ValueError(f"P must be reversible with respect to mu (mu_i P_ij == mu_j P_ji), got max "
+                         f"|mu_i P_ij - mu_j P_ji| = {gap:.3g}")
     s = mu.sqrt()
-    lam, w = torch.linalg.eigh(s[:, None] * P / s[None, :])
+    S = s[:, None] * P / s[None, :]
+    lam, w = torch.linalg.eigh(0.5 * (S + S.T))
+    # The covariances divide by 1 - lambda_i over the non-stationary modes: eigenvalue 1 must be simple.
+    if lam.numel() > 1 and float(1 - lam[-2]) <= 64 * torch.finfo(P.dtype).eps:
+        raise ValueError(f"P must be irreducible (eigenvalue 1 of multiplicity one), got a second eigenvalue of "
+                         f"{float(lam[-2])!r}")
     return lam, w / s[:, None]
 
 
+@accepts(P=_P, mu=_MU, alpha=Real(ge=0), gamma_exponent=_EXPONENT,
+         example=lambda ctx: {**_example_chain(ctx), "alpha": 1.0})
 def srrw_sampling_covariance(P: torch.Tensor, mu: torch.Tensor, alpha, *, gamma_exponent: float = 0.8
                              ) -> torch.Tensor:
     """Asymptotic covariance :math:`V_x(\\alpha)` of the SRRW visit measure, :math:`\\gamma_n^{-1/2}(x_n - \\mu)`.
@@ -372,12 +430,11 @@ def srrw_sampling_covariance(P: torch.Tensor, mu: torch.Tensor, alpha, *, gamma_
               \\frac{1+\\lambda_i}{1-\\lambda_i}\\,(D_\\mu u_i)(D_\\mu u_i)^\\top,
 
     (Doshi et al., 2023, Theorem 3.2 for :math:`a = 1`; its generalisation to :math:`\\gamma_n = (n+1)^{-a}`)
-    for ``P`` reversible w.r.t. ``mu``; :math:`O(1/\\alpha)`. Shapes: ``P`` ``(N, N)``, ``mu`` ``(N,)``; returns
+    for ``P`` irreducible and reversible w.r.t. ``mu``; :math:`O(1/\\alpha)`. Shapes: ``P`` ``(N, N)``, ``mu`` ``(N,)``; returns
     ``(N, N)``.
     """
     P, mu = _check_chain(P, mu)
-    alpha = check_nonnegative("alpha", alpha)
-    a = _check_exponent("gamma_exponent", gamma_exponent)
+    alpha, a = float(alpha), float(gamma_exponent)
     lam, u = _reversible_spectrum(P, mu)
     lam, u = lam[:-1], u[:, :-1]  # drop the stationary mode lambda = 1
     Du = mu[:, None] * u
@@ -385,6 +442,16 @@ def srrw_sampling_covariance(P: torch.Tensor, mu: torch.Tensor, alpha, *, gamma_
     return (Du * coef) @ Du.T
 
 
+def _covariance_example(ctx) -> dict:
+    chain = _example_chain(ctx)
+    d = ctx.size("d")
+    H = torch.randn(ctx.size("N"), d, generator=ctx.generator, dtype=ctx.dtype)
+    J = -2.0 * torch.eye(d, dtype=ctx.dtype) + 0.5 * torch.ones(d, d, dtype=ctx.dtype).triu(1)
+    return {**chain, "H": H - chain["mu"] @ H, "alpha": 1.0, "jacobian": J}
+
+
+@accepts(P=_P, mu=_MU, H=Tensor("N", "d", degenerate=("zeros", "constant")), alpha=Real(ge=0),
+         jacobian=Tensor("d", "d", optional=True), beta_exponent=_EXPONENT, example=_covariance_example)
 def sa_srrw_covariance(P: torch.Tensor, mu: torch.Tensor, H: torch.Tensor, alpha, *,
                        jacobian: torch.Tensor | None = None, beta_exponent: float = 0.9) -> torch.Tensor:
     """Asymptotic covariance :math:`V_\\theta(\\alpha)` of SA-SRRW iterates in case (i), :math:`\\beta_n^{-1/2}
@@ -394,7 +461,7 @@ def sa_srrw_covariance(P: torch.Tensor, mu: torch.Tensor, H: torch.Tensor, alpha
     :math:`U_\\theta` from the module docstring.
 
     Args:
-        P, mu: base chain ``(N, N)``, reversible w.r.t. ``mu`` ``(N,)``.
+        P, mu: base chain ``(N, N)``, irreducible and reversible w.r.t. ``mu`` ``(N,)``.
         H: :math:`H(\\theta^*, i)` for every node, shape ``(N, d)`` (for the gradient instance,
             :math:`-\\nabla F_i(\\theta^*)/(N\\mu_i)`).
         alpha: repellence :math:`\\alpha \\ge 0`.
@@ -418,24 +485,18 @@ def sa_srrw_covariance(P: torch.Tensor, mu: torch.Tensor, H: torch.Tensor, alpha
     import scipy.linalg
 
     P, mu = _check_chain(P, mu)
-    check_tensor("H", H, ndim=2)
-    N = P.shape[0]
-    if H.shape[0] != N:
-        raise ValueError(f"H must have shape ({N}, d), got {tuple(H.shape)}")
-    alpha = check_nonnegative("alpha", alpha)
-    b = _check_exponent("beta_exponent", beta_exponent)
+    alpha, b = float(alpha), float(beta_exponent)
     d = H.shape[1]
-    J = -torch.eye(d, dtype=P.dtype) if jacobian is None else check_tensor("jacobian", jacobian, ndim=2).to(P.dtype)
-    if J.shape != (d, d):
-        raise ValueError(f"jacobian must have shape ({d}, {d}), got {tuple(J.shape)}")
+    J = -torch.eye(d, dtype=P.dtype, device=P.device) if jacobian is None else jacobian.detach().to(P.dtype)
     lam, u = _reversible_spectrum(P, mu)
     lam, u = lam[:-1], u[:, :-1]
     c = (mu[:, None] * u).T @ H.to(P.dtype)  # (N-1, d): c_i = sum_j mu_j u_i(j) H_j
     coef = (1 + lam) / (1 - lam) / (alpha * (1 + lam) + 1) ** 2
     U = (c * coef[:, None]).T @ c
-    A = J + (0.5 if b == 1.0 else 0.0) * torch.eye(d, dtype=P.dtype)
-    if bool((torch.linalg.eigvals(A).real >= 0).any()):
-        raise ValueError("jacobian (+ I/2 when beta_exponent = 1) must be Hurwitz (eigenvalues with negative "
-                         "real part)")
-    V = scipy.linalg.solve_continuous_lyapunov(A.numpy(), -U.numpy())
-    return torch.as_tensor(V, dtype=P.dtype)
+    A = J + (0.5 if b == 1.0 else 0.0) * torch.eye(d, dtype=P.dtype, device=P.device)
+    top = float(torch.linalg.eigvals(A).real.max())
+    if top >= 0:
+        raise ValueError(f"jacobian (+ I/2 when beta_exponent = 1) must be Hurwitz (eigenvalues with negative "
+                         f"real part), got an eigenvalue with real part {top:.3g}")
+    V = scipy.linalg.solve_continuous_lyapunov(A.cpu().numpy(), -U.detach().cpu().numpy())
+    return torch.as_tensor(V, dtype=P.dtype, device=P.device)
