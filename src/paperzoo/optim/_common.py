@@ -136,7 +136,9 @@ class CheckedOptimizer(torch.optim.Optimizer):
       GradScaler skips it) and count it in ``skipped_steps``;
     - ``"ignore"``: no check, torch.optim's behaviour (the cheapest; NaN then spreads into parameters and state).
 
-    The check costs one reduction per gradient and one host sync per step (see ``benchmarks/optim_step.py``).
+    The check costs one reduction per gradient and one host sync per step: 5-9% of an elementwise step (ADOPT,
+    AMSGrad, Lion, MARS) at 10M float32 parameters on one CPU thread, measured by ``benchmarks/optim_step.py``
+    alternating ``"raise"`` and ``"ignore"`` on the same optimizer.
     """
 
     skipped_steps: int = 0
