@@ -19,8 +19,13 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) -e .
 	touch $@
 
+# k-diffusion's metadata asks for its training stack (wandb, torchvision, CLIP, ...) and torchcfm's for torchdyn,
+# pandas and more; the tests use only their samplers and flow matchers, whose imports the dev extras cover.
+NO_DEPS_REFERENCES := k-diffusion==0.1.1.post1 torchcfm==1.0.7
+
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps $(NO_DEPS_REFERENCES)
 	touch $@
 
 install: $(VENV)/.installed

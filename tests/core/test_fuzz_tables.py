@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from paperzoo.core.accepts import declaration
 from tests.fuzz import fresh_copies, call_declared, classify_call, run_probe
 
-PACKAGES = ["paperzoo.optim", "paperzoo.transport", "paperzoo.divergences", "paperzoo.diagnostics"]
+PACKAGES = ["paperzoo.optim", "paperzoo.transport", "paperzoo.divergences", "paperzoo.diagnostics",
+            "paperzoo.diffusion"]
 
 # Exports that are not called with user data, with the reason.
 EXEMPT = {
@@ -31,6 +32,13 @@ EXEMPT = {
     "paperzoo.optim.ClosureWrapper": "abstract base class of the closure wrappers",
     "paperzoo.optim.GRAD_K": "a constant: the table of Lion-K gradient maps",
     "paperzoo.divergences.ESTIMATORS": "a constant: the table of mutual-information bounds",
+    "paperzoo.diffusion.PREDICTIONS": "a constant: the prediction targets",
+    "paperzoo.diffusion.SPACES": "a constant: the state conventions",
+    "paperzoo.diffusion.SAMPLERS": "a constant: the table of samplers",
+    "paperzoo.diffusion.SamplerContext": "built by run_sampler for its steps, not by users",
+    "paperzoo.diffusion.euler_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
+    "paperzoo.diffusion.heun_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
+    "paperzoo.diffusion.dpmpp_2m_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
 }
 
 def _exports():
@@ -55,6 +63,11 @@ def _declared():
             continue
         if declaration(obj) is not None:
             out.append((f"{package}.{name}", obj))
+        if inspect.isclass(obj):
+            # Declared public methods enter too: called as functions of the class, ``self`` from their example.
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and inspect.isfunction(member) and declaration(member) is not None:
+                    out.append((f"{package}.{name}.{attr}", member))
     return out
 
 

@@ -1,0 +1,29 @@
+"""paperzoo.diffusion: exact Gaussian-mixture targets, schedules, the prediction conversion layer and samplers.
+
+Conventions are k-diffusion's: a state :math:`x = x_0 + \\sigma\\varepsilon`, a denoiser ``model(x, sigma)``,
+schedules as decreasing tensors of levels ending in 0, samplers ``sample_<name>(model, x, sigmas, *, ...)``.
+"""
+
+from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
+from paperzoo.diffusion.parametrization import (PREDICTIONS, SPACES, denoiser_from_prediction, flow_time_from_ve,
+                                                network_input_scale, prediction_target, ve_sigma, vp_from_ve)
+from paperzoo.diffusion.samplers import (SAMPLERS, SamplerContext, ancestral_step, ancestral_step_sizes,
+                                         dpmpp_2m_step, euler_step, heun_step, run_sampler, sample_ddim, sample_ddpm,
+                                         sample_dpmpp_2m, sample_euler, sample_euler_ancestral, sample_heun,
+                                         to_derivative)
+from paperzoo.diffusion.schedules import (alphas_cumprod_from_betas, append_zero, betas_cosine,
+                                          betas_from_alphas_cumprod, betas_linear, betas_scaled_linear,
+                                          discrete_timesteps, get_sigmas_exponential, get_sigmas_karras,
+                                          sigmas_from_alphas_cumprod, snr_from_sigmas)
+
+__all__ = [
+    "GaussianMixture", "mixture_on_circle",
+    "PREDICTIONS", "SPACES", "denoiser_from_prediction", "flow_time_from_ve", "network_input_scale",
+    "prediction_target", "ve_sigma", "vp_from_ve",
+    "SAMPLERS", "SamplerContext", "ancestral_step", "ancestral_step_sizes", "dpmpp_2m_step", "euler_step",
+    "heun_step", "run_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler",
+    "sample_euler_ancestral", "sample_heun", "to_derivative",
+    "alphas_cumprod_from_betas", "append_zero", "betas_cosine", "betas_from_alphas_cumprod", "betas_linear",
+    "betas_scaled_linear", "discrete_timesteps", "get_sigmas_exponential", "get_sigmas_karras",
+    "sigmas_from_alphas_cumprod", "snr_from_sigmas",
+]
