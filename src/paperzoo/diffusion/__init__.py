@@ -4,6 +4,7 @@ Conventions are k-diffusion's: a state :math:`x = x_0 + \\sigma\\varepsilon`, a 
 schedules as decreasing tensors of levels ending in 0, samplers ``sample_<name>(model, x, sigmas, *, ...)``.
 """
 
+from paperzoo.diffusion.guidance import class_conditional, classifier_free_guidance, guidance_scale_at
 from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
 from paperzoo.diffusion.parametrization import (PREDICTIONS, SPACES, denoiser_from_prediction, flow_time_from_ve,
                                                 network_input_scale, prediction_target, ve_sigma, vp_from_ve)
@@ -15,6 +16,8 @@ from paperzoo.diffusion.schedules import (alphas_cumprod_from_betas, append_zero
                                           betas_from_alphas_cumprod, betas_linear, betas_scaled_linear,
                                           discrete_timesteps, get_sigmas_exponential, get_sigmas_karras,
                                           sigmas_from_alphas_cumprod, snr_from_sigmas)
+from paperzoo.diffusion.training import (MLPDenoiser, denoising_loss, lognormal_sigmas, sample_training_sigmas,
+                                         train_denoiser)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -26,4 +29,6 @@ __all__ = [
     "alphas_cumprod_from_betas", "append_zero", "betas_cosine", "betas_from_alphas_cumprod", "betas_linear",
     "betas_scaled_linear", "discrete_timesteps", "get_sigmas_exponential", "get_sigmas_karras",
     "sigmas_from_alphas_cumprod", "snr_from_sigmas",
+    "class_conditional", "classifier_free_guidance", "guidance_scale_at",
+    "MLPDenoiser", "denoising_loss", "lognormal_sigmas", "sample_training_sigmas", "train_denoiser",
 ]
