@@ -11,6 +11,7 @@ from paperzoo.core import ClaimContext, ClaimResult, registered_claims
 
 # claim id -> verdict at budget "smoke", seed 0.
 EXPECTED_SMOKE = {
+    "multisample-fm:ot_coupling_straightens_flows": "reproduced",
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",
     # 5k steps are too few for ADOPT to come back from +1 at small beta2 (full: reproduced at 300k, issue 3).

@@ -35,6 +35,7 @@ EXEMPT = {
     "paperzoo.diffusion.PREDICTIONS": "a constant: the prediction targets",
     "paperzoo.diffusion.SPACES": "a constant: the state conventions",
     "paperzoo.diffusion.SAMPLERS": "a constant: the table of samplers",
+    "paperzoo.diffusion.COUPLINGS": "a constant: the minibatch couplings",
     "paperzoo.diffusion.SamplerContext": "built by run_sampler for its steps, not by users",
     "paperzoo.diffusion.guidance_scale_at": "the guided denoiser's per-call helper (hot path), checks its output",
     "paperzoo.diffusion.euler_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",

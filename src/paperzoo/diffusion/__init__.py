@@ -6,6 +6,7 @@ schedules as decreasing tensors of levels ending in 0, samplers ``sample_<name>(
 
 from paperzoo.diffusion.guidance import class_conditional, classifier_free_guidance, guidance_scale_at
 from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
+from paperzoo.diffusion.multisample_flow_matching import COUPLINGS, batch_ot_coupling, flow_path, multisample_fm_batch
 from paperzoo.diffusion.parametrization import (PREDICTIONS, SPACES, denoiser_from_prediction, flow_time_from_ve,
                                                 network_input_scale, prediction_target, ve_sigma, vp_from_ve)
 from paperzoo.diffusion.samplers import (SAMPLERS, SamplerContext, ancestral_step, ancestral_step_sizes,
@@ -21,6 +22,7 @@ from paperzoo.diffusion.training import (MLPDenoiser, denoising_loss, lognormal_
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
+    "COUPLINGS", "batch_ot_coupling", "flow_path", "multisample_fm_batch",
     "PREDICTIONS", "SPACES", "denoiser_from_prediction", "flow_time_from_ve", "network_input_scale",
     "prediction_target", "ve_sigma", "vp_from_ve",
     "SAMPLERS", "SamplerContext", "ancestral_step", "ancestral_step_sizes", "dpmpp_2m_step", "euler_step",

@@ -1,0 +1,1 @@
+"""Claim checks for paperzoo.diffusion papers."""
