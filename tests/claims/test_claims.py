@@ -11,6 +11,8 @@ from paperzoo.core import ClaimContext, ClaimResult, registered_claims
 
 # claim id -> verdict at budget "smoke", seed 0.
 EXPECTED_SMOKE = {
+    # 10 training steps leave both score networks untrained: part 2 fails (full: 1,500 steps).
+    "target-score-matching:tsm_beats_dsm_at_low_noise": "not_reproduced",
     "multisample-fm:ot_coupling_straightens_flows": "reproduced",
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",

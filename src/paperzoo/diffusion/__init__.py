@@ -17,6 +17,9 @@ from paperzoo.diffusion.schedules import (alphas_cumprod_from_betas, append_zero
                                           betas_from_alphas_cumprod, betas_linear, betas_scaled_linear,
                                           discrete_timesteps, get_sigmas_exponential, get_sigmas_karras,
                                           sigmas_from_alphas_cumprod, snr_from_sigmas)
+from paperzoo.diffusion.target_score_matching import (denoiser_from_score, denoising_score_matching_loss, dsm_target,
+                                                      mixed_score_target, score_from_denoiser, target_score_estimate,
+                                                      target_score_matching_loss, tsm_target)
 from paperzoo.diffusion.training import (MLPDenoiser, denoising_loss, lognormal_sigmas, sample_training_sigmas,
                                          train_denoiser)
 
@@ -32,5 +35,7 @@ __all__ = [
     "betas_scaled_linear", "discrete_timesteps", "get_sigmas_exponential", "get_sigmas_karras",
     "sigmas_from_alphas_cumprod", "snr_from_sigmas",
     "class_conditional", "classifier_free_guidance", "guidance_scale_at",
+    "denoiser_from_score", "denoising_score_matching_loss", "dsm_target", "mixed_score_target", "score_from_denoiser",
+    "target_score_estimate", "target_score_matching_loss", "tsm_target",
     "MLPDenoiser", "denoising_loss", "lognormal_sigmas", "sample_training_sigmas", "train_denoiser",
 ]
