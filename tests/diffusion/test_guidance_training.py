@@ -62,6 +62,17 @@ def test_a_short_training_run_learns_the_mixture():
     assert float((x.norm(dim=1) - 2.0).abs().median()) < 0.35
 
 
+def test_train_denoiser_callback_sees_every_step():
+    gm = mixture_on_circle(4, 2, dtype=D)
+    net = MLPDenoiser(2, 8, 1).double()
+    seen = []
+    hist = train_denoiser(net, lambda n, g: gm.sample(n, generator=g), lambda n, g: torch.ones(n, dtype=D),
+                          steps=5, batch_size=8, generator=torch.Generator().manual_seed(0),
+                          callback=lambda step, network, loss: seen.append((step, network is net, loss)))
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4, 5] and all(same for _, same, _ in seen)
+    assert [loss for _, _, loss in seen] == hist.tolist()
+
+
 def test_bad_input():
     gm = mixture_on_circle(4, 2)
     with pytest.raises(ValueError, match="classes must have one label per component"):

@@ -127,8 +127,13 @@ def sample_training_sigmas(n: int, alphas_cumprod: torch.Tensor, *, generator: t
     sig = sigmas_from_alphas_cumprod(alphas_cumprod)
     if not bool(torch.isfinite(sig).all()):
         raise ValueError("alphas_cumprod must be > 0 (a zero entry is an infinite VE level)")
-    t = torch.randint(0, alphas_cumprod.shape[0], (n,), generator=generator)
-    return t, sig[t]
+    return _sample_training_sigmas(n, sig, generator)
+
+
+def _sample_training_sigmas(n: int, sigmas: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unchecked :func:`sample_training_sigmas` on precomputed VE levels ``sigmas`` ``(T,)`` (training loops)."""
+    t = torch.randint(0, sigmas.shape[0], (n,), generator=generator)
+    return t, sigmas[t]
 
 
 @accepts(n=Int(ge=1), p_mean=Real(), p_std=Real(gt=0), generator=Generator(), example=lambda ctx: {"n": 5})
@@ -140,6 +145,7 @@ def lognormal_sigmas(n: int, p_mean: float = -1.2, p_std: float = 1.2, *, genera
 
 @accepts(network=Module(), sample_data=Function(), sample_sigmas=Function(), steps=Int(ge=0),
          batch_size=Int(ge=1), lr=Real(gt=0), weighting=Function(optional=True), generator=Generator(),
+         callback=Function(optional=True),
          example=lambda ctx: {"network": MLPDenoiser(2, 8, 1).to(ctx.dtype),
                               "sample_data": lambda n, g: torch.randn(n, 2, generator=g, dtype=ctx.dtype),
                               "sample_sigmas": lambda n, g: torch.rand(n, generator=g, dtype=ctx.dtype) + 0.1,
@@ -147,11 +153,13 @@ def lognormal_sigmas(n: int, p_mean: float = -1.2, p_std: float = 1.2, *, genera
 def train_denoiser(network: nn.Module, sample_data: Callable[[int, torch.Generator], torch.Tensor],
                    sample_sigmas: Callable[[int, torch.Generator], torch.Tensor], *, steps: int,
                    batch_size: int = 256, lr: float = 1e-3, weighting: Callable | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
     """Adam on :func:`denoising_loss` with fresh data and levels each step; returns the loss history ``(steps,)``.
 
     ``sample_data(n, generator) -> (n, d)`` and ``sample_sigmas(n, generator) -> (n,)`` draw each batch. The
-    network is trained in place; its parameters' dtype is the data's.
+    network is trained in place; its parameters' dtype is the data's. ``callback(step, network, loss)``, when
+    given, runs after each optimizer step (``step`` counts from 1; ``loss`` is that step's float loss): use it for
+    checkpoint evaluations in convergence-speed claims.
     """
     opt = torch.optim.Adam(network.parameters(), lr=lr)
     history = torch.empty(steps, dtype=torch.float64)
@@ -165,4 +173,6 @@ def train_denoiser(network: nn.Module, sample_data: Callable[[int, torch.Generat
         loss.backward()
         opt.step()
         history[step] = float(loss.detach())
+        if callback is not None:
+            callback(step + 1, network, float(history[step]))
     return history
