@@ -14,6 +14,8 @@ EXPECTED_SMOKE = {
     # 10 training steps leave both score networks untrained: part 2 fails (full: 1,500 steps).
     "target-score-matching:tsm_beats_dsm_at_low_noise": "not_reproduced",
     "multisample-fm:ot_coupling_straightens_flows": "reproduced",
+    # 30 training steps leave every network untrained; the comparison is noise (full: 3,000 steps).
+    "min-snr:min_snr_converges_faster": "not_reproduced",
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",
     # 5k steps are too few for ADOPT to come back from +1 at small beta2 (full: reproduced at 300k, issue 3).

@@ -5,6 +5,7 @@ schedules as decreasing tensors of levels ending in 0, samplers ``sample_<name>(
 """
 
 from paperzoo.diffusion.guidance import class_conditional, classifier_free_guidance, guidance_scale_at
+from paperzoo.diffusion.min_snr import min_snr_weight, min_snr_weighting
 from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
 from paperzoo.diffusion.multisample_flow_matching import COUPLINGS, batch_ot_coupling, flow_path, multisample_fm_batch
 from paperzoo.diffusion.parametrization import (PREDICTIONS, SPACES, denoiser_from_prediction, flow_time_from_ve,
@@ -37,5 +38,6 @@ __all__ = [
     "class_conditional", "classifier_free_guidance", "guidance_scale_at",
     "denoiser_from_score", "denoising_score_matching_loss", "dsm_target", "mixed_score_target", "score_from_denoiser",
     "target_score_estimate", "target_score_matching_loss", "tsm_target",
+    "min_snr_weight", "min_snr_weighting",
     "MLPDenoiser", "denoising_loss", "lognormal_sigmas", "sample_training_sigmas", "train_denoiser",
 ]
