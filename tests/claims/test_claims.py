@@ -16,6 +16,9 @@ EXPECTED_SMOKE = {
     "multisample-fm:ot_coupling_straightens_flows": "reproduced",
     # 30 training steps leave every network untrained; the comparison is noise (full: 3,000 steps).
     "min-snr:min_snr_converges_faster": "not_reproduced",
+    # 10 DDIM steps: the step from sigma = inf lands at sigma ~ 18, where the brightness variance (~44) is not
+    # negligible against sigma^2, so the method misses spread too (full: 50 steps, first landing level ~ 108).
+    "zero-terminal-snr:zero_snr_restores_brightness_range": "not_reproduced",
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",
     # 5k steps are too few for ADOPT to come back from +1 at small beta2 (full: reproduced at 300k, issue 3).

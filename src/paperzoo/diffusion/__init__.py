@@ -17,12 +17,13 @@ from paperzoo.diffusion.samplers import (SAMPLERS, SamplerContext, ancestral_ste
 from paperzoo.diffusion.schedules import (alphas_cumprod_from_betas, append_zero, betas_cosine,
                                           betas_from_alphas_cumprod, betas_linear, betas_scaled_linear,
                                           discrete_timesteps, get_sigmas_exponential, get_sigmas_karras,
-                                          sigmas_from_alphas_cumprod, snr_from_sigmas)
+                                          rescale_zero_terminal_snr, sigmas_from_alphas_cumprod, snr_from_sigmas)
 from paperzoo.diffusion.target_score_matching import (denoiser_from_score, denoising_score_matching_loss, dsm_target,
                                                       mixed_score_target, score_from_denoiser, target_score_estimate,
                                                       target_score_matching_loss, tsm_target)
 from paperzoo.diffusion.training import (MLPDenoiser, denoising_loss, lognormal_sigmas, sample_training_sigmas,
                                          train_denoiser)
+from paperzoo.diffusion.zero_terminal_snr import rescaled_guidance, zero_snr_sigmas
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -34,10 +35,11 @@ __all__ = [
     "sample_euler_ancestral", "sample_heun", "to_derivative",
     "alphas_cumprod_from_betas", "append_zero", "betas_cosine", "betas_from_alphas_cumprod", "betas_linear",
     "betas_scaled_linear", "discrete_timesteps", "get_sigmas_exponential", "get_sigmas_karras",
-    "sigmas_from_alphas_cumprod", "snr_from_sigmas",
+    "rescale_zero_terminal_snr", "sigmas_from_alphas_cumprod", "snr_from_sigmas",
     "class_conditional", "classifier_free_guidance", "guidance_scale_at",
     "denoiser_from_score", "denoising_score_matching_loss", "dsm_target", "mixed_score_target", "score_from_denoiser",
     "target_score_estimate", "target_score_matching_loss", "tsm_target",
     "min_snr_weight", "min_snr_weighting",
     "MLPDenoiser", "denoising_loss", "lognormal_sigmas", "sample_training_sigmas", "train_denoiser",
+    "rescaled_guidance", "zero_snr_sigmas",
 ]

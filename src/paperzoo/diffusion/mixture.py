@@ -35,6 +35,8 @@ from paperzoo.core.accepts import Generator, Int, OneOf, Real, Tensor, accepts
 __all__ = ["GaussianMixture", "mixture_on_circle"]
 
 _SIGMA = OneOf(Real(ge=0), Tensor(ndims=tuple(range(0, 8)), nonnegative=True, allow_empty=True))
+#: the denoiser also takes infinite levels (zero terminal SNR)
+_SIGMA_OR_INF = OneOf(Real(ge=0), Tensor(ndims=tuple(range(0, 8)), nonnegative=True, allow_empty=True, finite=False))
 
 
 def _example_mixture(ctx) -> "GaussianMixture":
@@ -196,15 +198,27 @@ class GaussianMixture:
         r = torch.softmax(log_joint, dim=-1)[..., None]
         return -torch.einsum("kij,...kj->...i", self.eigenvectors, r * z / var)
 
-    @accepts(x=Tensor(..., "d", degenerate=("coincident",)), sigma=_SIGMA,
+    @accepts(x=Tensor(..., "d", degenerate=("coincident",)), sigma=_SIGMA_OR_INF,
              example=lambda ctx: {"self": _example_mixture(ctx),
                                   "x": torch.randn(4, 2, generator=ctx.generator, dtype=ctx.dtype), "sigma": 0.5})
     def denoise(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """The exact denoiser :math:`D(x, \\sigma) = E[x_0 \\mid x_0 + \\sigma\\varepsilon = x]`, shape of ``x``.
 
         Computed as the responsibility-weighted per-component posterior means (no :math:`x + \\sigma^2 s`
-        cancellation at large :math:`\\sigma`). Usable as a k-diffusion-style ``model(x, sigma)``.
+        cancellation at large :math:`\\sigma`). Usable as a k-diffusion-style ``model(x, sigma)``. At an infinite
+        level (zero terminal SNR; ``x`` is then the normalized state, see
+        :mod:`~paperzoo.diffusion.samplers`) the observation carries no signal and the result is :meth:`mean`.
         """
+        if isinstance(sigma, torch.Tensor) and sigma.is_floating_point():
+            if not bool(torch.isfinite(sigma).all()):  # one check on the common, finite path
+                if bool(torch.isnan(sigma).any()):
+                    raise ValueError("sigma must not contain NaN")
+                infinite = torch.isinf(sigma)
+                finite = self._denoise(x, torch.where(infinite, torch.ones_like(sigma), sigma))
+                return torch.where(infinite[..., None], self.mean().to(finite.dtype), finite)
+        return self._denoise(x, sigma)
+
+    def _denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
         z, var, log_joint = self._components(x, sigma)
         r = torch.softmax(log_joint, dim=-1)[..., None]
         shrunk = torch.einsum("kij,...kj->...ki", self.eigenvectors, self.eigenvalues / var * z)

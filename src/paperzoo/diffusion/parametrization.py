@@ -92,6 +92,27 @@ def _x0_from_output(output, x, s, alpha, prediction):
     return x / (1 + s) - t * output
 
 
+def _x0_with_infinite_levels(network, x, sigma, s, prediction, space):
+    """The denoised estimate where some levels are infinite (zero terminal SNR): there ``x`` is the normalized
+    state :math:`\\varepsilon`, which is also the network's input in the VP and flow spaces, and
+    :math:`\\hat x_0 = -\\hat v` (VP), :math:`\\varepsilon - \\hat u` (flow) or the ``x0`` output itself."""
+    if bool(torch.isnan(s).any()):
+        raise ValueError("sigma must not contain NaN")
+    if prediction == "eps":
+        raise ValueError("an eps-prediction network cannot denoise at an infinite level (zero terminal SNR: "
+                         "x0 = x - sigma * eps is undefined); use v, x0 or flow prediction")
+    if space == "ve":
+        raise ValueError("a network on VE inputs cannot take an infinite level (its input would be infinite); "
+                         "use the vp or flow space")
+    infinite = torch.isinf(s)
+    safe = torch.where(infinite, torch.ones_like(s), s)
+    c_in = torch.where(infinite, torch.ones_like(s), network_input_scale(safe, space))
+    output = network(c_in * x, sigma)
+    finite = _x0_from_output(output, x, safe, network_input_scale(safe, space), prediction)
+    at_infinity = {"x0": output, "v": -output, "flow": x - output}[prediction]
+    return torch.where(infinite, at_infinity, finite)
+
+
 @accepts(network=Function(), prediction=Choice(*PREDICTIONS), space=Choice(*SPACES, optional=True),
          example=lambda ctx: {"network": lambda x, sigma: x, "prediction": "eps"}, output="any")  # a function
 def denoiser_from_prediction(network: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], prediction: str, *,
@@ -104,6 +125,9 @@ def denoiser_from_prediction(network: Callable[[torch.Tensor, torch.Tensor], tor
         prediction: ``"eps"`` (:math:`\\hat x_0 = x - \\sigma\\hat\\varepsilon`), ``"x0"``, ``"v"``
             (VP: :math:`\\hat x_0 = \\alpha_t x_t - \\sigma_t \\hat v`) or ``"flow"``
             (:math:`\\hat x_0 = x_t - t\\,\\hat u`).
+            At an infinite level (zero terminal SNR) ``x`` is the normalized state :math:`\\varepsilon` (see
+            :mod:`~paperzoo.diffusion.samplers`) and is passed to the network as is (the limit of
+            :math:`c_{in} x`); ``"eps"`` and the ``"ve"`` space cannot take such a level (ValueError).
         space: the input convention, ``"ve"``, ``"vp"`` or ``"flow"``; default ``"vp"`` for ``"v"``, ``"flow"``
             for ``"flow"``, ``"ve"`` otherwise. ``"v"`` requires ``"vp"`` and ``"flow"`` requires ``"flow"``.
     """
@@ -114,6 +138,8 @@ def denoiser_from_prediction(network: Callable[[torch.Tensor, torch.Tensor], tor
 
     def model(x: torch.Tensor, sigma) -> torch.Tensor:
         s = _expand(sigma, x)
+        if not bool(torch.isfinite(s).all()):
+            return _x0_with_infinite_levels(network, x, sigma, s, prediction, space)
         c_in = network_input_scale(s, space)
         return _x0_from_output(network(c_in * x, sigma), x, s, c_in, prediction)
 

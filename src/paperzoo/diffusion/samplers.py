@@ -20,6 +20,16 @@ variant overrides one step, never the loop. Stochastic steps draw noise from ``c
   :math:`\\eta = 0` is Euler and :math:`\\eta = 1` is DDPM's ancestral sampler (:func:`sample_ddpm`);
 - :func:`sample_dpmpp_2m`: DPM-Solver++(2M) (Lu et al., 2022), second-order multistep in
   :math:`\\lambda = -\\log\\sigma`.
+
+**Zero terminal SNR.** A schedule may start at :math:`\\sigma_0 = \\infty` (a zero-terminal-SNR schedule such as
+:func:`~paperzoo.diffusion.schedules.rescale_zero_terminal_snr`'s, sampled from its last timestep). The VE state is
+then infinite, so at that level it is carried normalized: ``x`` is the unit noise :math:`\\varepsilon =
+\\lim x/\\sigma` (the VP state at :math:`\\bar\\alpha = 0`), and ``model(x, inf)`` receives that normalized state
+(:meth:`~paperzoo.diffusion.mixture.GaussianMixture.denoise` returns the data mean there; see
+:func:`~paperzoo.diffusion.parametrization.denoiser_from_prediction` for networks). Every sampler's first step
+from :math:`\\infty` is the limit of the DDIM step, :math:`x_1 = D + \\sigma_{down}\\varepsilon + s_{noise}
+\\sigma_{up} z` with :math:`\\sigma_{up} = \\min(1, \\eta)\\,\\sigma_1` (the step's ``eta``, 0 for the ODE steps,
+whose first step is then Euler's), and the remaining steps are the sampler's own, with no history carried over.
 """
 
 from __future__ import annotations
@@ -87,6 +97,10 @@ def to_derivative(x: torch.Tensor, sigma, denoised: torch.Tensor) -> torch.Tenso
 def _check_sigmas(sigmas: torch.Tensor, x: torch.Tensor) -> None:
     if sigmas.shape[0] < 2:
         raise ValueError(f"sigmas must hold at least two levels (start and end), got {sigmas.shape[0]}")
+    if bool(torch.isnan(sigmas).any()):
+        raise ValueError("sigmas must not contain NaN")
+    if bool(torch.isinf(sigmas[1:]).any()):
+        raise ValueError("sigmas may be infinite only in its first entry (a zero-terminal-SNR start)")
     if bool((sigmas[1:] > sigmas[:-1]).any()):
         raise ValueError("sigmas must be nonincreasing (from the start level down to the last)")
     if bool((sigmas[:-1] <= 0).any()):
@@ -106,7 +120,7 @@ def _churn(x, sigma, i, n, ctx, s_churn, s_tmin, s_tmax, s_noise):
 
 
 @accepts(model=Function(), x=Tensor(ndims=tuple(range(1, 8)), degenerate=("zeros",)),
-         sigmas=Tensor("n", nonnegative=True), step=Function(), generator=Generator(),
+         sigmas=Tensor("n", nonnegative=True, finite=False), step=Function(), generator=Generator(),
          callback=Function(optional=True), progress=Flag(),
          example=lambda ctx: {**_example(ctx), "step": euler_step})
 @torch.no_grad()
@@ -123,10 +137,13 @@ def run_sampler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, step, *,
     sigmas = sigmas.to(x.dtype)
     n = sigmas.shape[0] - 1
     ctx = SamplerContext(model, sigmas, 0, generator)
-    steps = range(n)
+    first = 0
+    if bool(torch.isinf(sigmas[0])):
+        x, first = _step_from_infinity(x, sigmas, step, ctx, callback), 1
+    steps = range(first, n)
     if progress:
         from rich.progress import track
-        steps = track(steps, description="sampling", total=n)
+        steps = track(steps, description="sampling", total=n - first)
     for i in steps:
         ctx.i = i
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -137,6 +154,20 @@ def run_sampler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, step, *,
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
         x = step(x, sigma, sigma_next, denoised, ctx)
     return x
+
+
+def _step_from_infinity(x, sigmas, step, ctx, callback):
+    """The first step from :math:`\\sigma = \\infty`, ``x`` the normalized state: DDIM's limit (module docstring)."""
+    denoised = ctx(x, sigmas[0])
+    if callback is not None:
+        callback({"x": x, "i": 0, "sigma": sigmas[0], "sigma_hat": sigmas[0], "denoised": denoised})
+    sigma_next = sigmas[1]
+    eta = float(getattr(step, "eta", 0.0))
+    up = sigma_next * min(1.0, eta)
+    out = denoised + (sigma_next.square() - up.square()).clamp_min(0).sqrt() * x
+    if eta > 0 and float(sigma_next) > 0:
+        out = out + ctx.noise(x) * float(getattr(step, "s_noise", 1.0)) * up
+    return out
 
 
 # -- steps ---------------------------------------------------------------------------------------------------------
@@ -186,6 +217,7 @@ def ancestral_step(eta: float = 1.0, s_noise: float = 1.0):
         if float(sigma_next) > 0 and eta > 0:
             x = x + ctx.noise(x) * s_noise * up
         return x
+    step.eta, step.s_noise = eta, s_noise
     return step
 
 
@@ -210,8 +242,9 @@ def dpmpp_2m_step(x, sigma, sigma_next, denoised, ctx):
 
 
 # -- samplers ------------------------------------------------------------------------------------------------------
+_SIGMAS = Tensor("n", nonnegative=True, finite=False)  # a first entry inf: zero terminal SNR
 _COMMON = dict(model=Function(), x=Tensor(ndims=tuple(range(1, 8)), degenerate=("zeros",)),
-               sigmas=Tensor("n", nonnegative=True), generator=Generator(), callback=Function(optional=True),
+               sigmas=_SIGMAS, generator=Generator(), callback=Function(optional=True),
                progress=Flag())
 
 

@@ -21,6 +21,7 @@ from paperzoo.core.accepts import Choice, Int, Real, Tensor, accepts
 
 __all__ = [
     "get_sigmas_karras", "get_sigmas_exponential", "append_zero", "betas_linear", "betas_scaled_linear",
+    "rescale_zero_terminal_snr",
     "betas_cosine", "alphas_cumprod_from_betas", "betas_from_alphas_cumprod", "sigmas_from_alphas_cumprod",
     "discrete_timesteps", "snr_from_sigmas",
 ]
@@ -28,7 +29,7 @@ __all__ = [
 _DTYPE = torch.float64
 
 
-@accepts(sigmas=Tensor("n", allow_empty=True, nonnegative=True))
+@accepts(sigmas=Tensor("n", finite=False, allow_empty=True, nonnegative=True))
 def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     """``sigmas`` with a final 0 appended (the sampler's last step lands on the data)."""
     return torch.cat([sigmas, sigmas.new_zeros(1)])
@@ -83,6 +84,29 @@ def betas_cosine(T: int = 1000, s: float = 0.008, max_beta: float = 0.999, *,
     t = torch.arange(T + 1, dtype=torch.float64) / T
     f = torch.cos((t + s) / (1 + s) * math.pi / 2).square()
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta).to(dtype)
+
+
+@accepts(betas=Tensor("T", positive_mass=True), example=lambda ctx: {"betas": betas_linear(10, dtype=ctx.dtype)})
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Betas rescaled to zero terminal SNR (Lin et al., 2024, Algorithm 1): with
+    :math:`s_t = \\sqrt{\\bar\\alpha_t}`, the new :math:`s'_t = (s_t - s_T)\\, s_1/(s_1 - s_T)` keeps the first
+    step's signal and sets the last one's to 0, so :math:`\\bar\\alpha_T = 0` (VE level :math:`\\infty`) and every
+    level in between is an affine image of the old; returns the betas of :math:`\\bar\\alpha' = s'^2`, shape
+    ``(T,)``, the last equal to 1 (diffusers' ``rescale_betas_zero_snr``). Sample from such a schedule with a
+    first level :math:`\\sigma = \\infty` (:func:`~paperzoo.diffusion.samplers.run_sampler`)."""
+    if betas.shape[0] < 2:
+        raise ValueError(f"betas must hold at least 2 steps, got {betas.shape[0]}")
+    if bool((betas > 1).any()) or bool((betas < 0).any()):
+        raise ValueError("betas must lie in [0, 1]")
+    root = torch.cumprod(1 - betas, dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    if float(first - last) <= 0:
+        raise ValueError("betas must make the signal decay (sqrt(alphas_cumprod) equal at the first and last step)")
+    root = (root - last) * first / (first - last)
+    abar = root.square()
+    if bool((abar[:-1] <= 0).any()):
+        raise ValueError("betas must be > 0 at the last step (the signal must still decay there)")
+    return 1 - torch.cat([abar[:1], abar[1:] / abar[:-1]])
 
 
 @accepts(betas=Tensor("T", positive_mass=True))

@@ -37,7 +37,8 @@ class MLPDenoiser(nn.Module):
         prediction: what it predicts (``"eps"``, ``"x0"``, ``"v"``, ``"flow"``); space: its input convention
             (see :func:`~paperzoo.diffusion.parametrization.denoiser_from_prediction`); default ``"flow"`` for
             ``"flow"``, else ``"vp"`` (inputs of unit scale at every level).
-        n_frequencies: Fourier features of :math:`\\log\\sigma / 4`.
+        n_frequencies: Fourier features of :math:`\\log\\sigma / 4`, with :math:`\\sigma` clamped to
+            :math:`[10^{-12}, 10^{12}]` (so an infinite, zero-terminal-SNR level is a finite condition).
 
     ``denoiser()`` returns the VE denoiser ``model(x, sigma)`` the samplers take.
     """
@@ -61,7 +62,7 @@ class MLPDenoiser(nn.Module):
 
     def forward(self, x_in: torch.Tensor, sigma) -> torch.Tensor:
         s = torch.as_tensor(sigma, dtype=x_in.dtype, device=x_in.device).expand(x_in.shape[0])
-        c = (s.clamp_min(1e-12).log() / 4)[:, None] * self.frequencies.to(x_in.dtype)
+        c = (s.clamp(1e-12, 1e12).log() / 4)[:, None] * self.frequencies.to(x_in.dtype)
         return self.net(torch.cat([x_in, torch.sin(c), torch.cos(c)], dim=-1))
 
     def denoiser(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
