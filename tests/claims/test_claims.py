@@ -19,6 +19,22 @@ EXPECTED_SMOKE = {
     # 10 DDIM steps: the step from sigma = inf lands at sigma ~ 18, where the brightness variance (~44) is not
     # negligible against sigma^2, so the method misses spread too (full: 50 steps, first landing level ~ 108).
     "zero-terminal-snr:zero_snr_restores_brightness_range": "not_reproduced",
+    # n = 500: precision noise lets w = 1.04 meet the 0.99 target, so tuned selections sit at the grid's low edge
+    # and the tuned part ties (the same-w part passes; full: 4,000 samples).
+    "guidance-interval:interval_keeps_modes": "not_reproduced",
+    "momentum-diffusion-sampler:momentum_removes_divergence": "reproduced",
+    # 30 training steps leave DDIM's eps network far less trained than IADB's (full: 2,000 steps).
+    "iadb:iadb_beats_ddim": "reproduced",
+    "edit-friendly-ddpm:edit_keeps_structure": "not_reproduced",
+    "adaptive-guidance:adaptive_guidance_saves_evaluations": "not_reproduced",
+    # NFE 5 only at smoke (full: NFE 5 and 10).
+    "distance-fn-diffusion:gradient_estimation_beats_ddim_and_dpmpp": "reproduced",
+    "ddim-inversion-study:inverted_latents_are_not_gaussian": "reproduced",
+    "noise-unconditional:noise_conditioning_is_not_necessary": "reproduced",
+    # 30 training steps leave every network untrained; the comparison is noise (full: 3,000 steps).
+    "debias-diffusion-loss:debiased_weighting_improves_samples": "not_reproduced",
+    # the smoke search has 24 evaluations (full: the official code's population and iterations).
+    "autodiffusion:searched_steps_beat_tuned_schedules": "not_reproduced",
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",
     # 5k steps are too few for ADOPT to come back from +1 at small beta2 (full: reproduced at 300k, issue 3).

@@ -39,6 +39,7 @@ EXEMPT = {
     "paperzoo.diffusion.SamplerContext": "built by run_sampler for its steps, not by users",
     "paperzoo.diffusion.guidance_scale_at": "the guided denoiser's per-call helper (hot path), checks its output",
     "paperzoo.diffusion.euler_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
+    "paperzoo.diffusion.iadb_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
     "paperzoo.diffusion.heun_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
     "paperzoo.diffusion.dpmpp_2m_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
 }

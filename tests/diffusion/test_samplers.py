@@ -143,6 +143,8 @@ def test_samplers_reach_the_exact_target(name, sampler, steps, tol):
 def test_bad_input():
     gm, sigmas, x = _problem()
     with pytest.raises(ValueError, match="sigmas must be nonincreasing"):
+        sample_euler(gm.denoise, x, torch.tensor([1.0, 2.0, 0.5, 0.0], dtype=D))
+    with pytest.raises(ValueError, match=r"an increasing sigmas \(an inversion\) must be finite and start > 0"):
         sample_euler(gm.denoise, x, sigmas.flip(0))
     with pytest.raises(ValueError, match="sigmas must be > 0 except the last entry"):
         sample_euler(gm.denoise, x, torch.tensor([1.0, 0.0, 0.0], dtype=D))

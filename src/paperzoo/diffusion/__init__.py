@@ -24,6 +24,28 @@ from paperzoo.diffusion.target_score_matching import (denoiser_from_score, denoi
 from paperzoo.diffusion.training import (MLPDenoiser, denoising_loss, lognormal_sigmas, sample_training_sigmas,
                                          train_denoiser)
 from paperzoo.diffusion.zero_terminal_snr import rescaled_guidance, zero_snr_sigmas
+from paperzoo.diffusion.momentum_sampler import (adams_bashforth_coefficients, dpmpp_2m_hb_step, ghvb_coefficients,
+                                                 ghvb_step, plms_hb_step, plms_step, sample_ghvb, sample_hb,
+                                                 sample_plms, sample_plms_hb)
+from paperzoo.diffusion.guidance_interval import (guidance_interval_from_steps, guidance_interval_scale,
+                                                  limited_interval_guidance)
+from paperzoo.diffusion.iadb import (DeblendingNetwork, alpha_blend, alpha_from_sigma, deblending_from_denoiser,
+                                     get_sigmas_iadb, iadb_loss, iadb_step, iadb_training_sigmas, sample_iadb,
+                                     sigma_from_alpha)
+from paperzoo.diffusion.edit_friendly import (EditFriendlyInversion, ddim_inversion, edit_friendly_inversion,
+                                              noise_map_step, sample_ddpm_noise_maps)
+from paperzoo.diffusion.adaptive_guidance import (adaptive_guidance, noise_cosine_similarity)
+from paperzoo.diffusion.gradient_estimation import (gradient_estimation_step, sample_gradient_estimation)
+from paperzoo.diffusion.ddim_inversion import (NoiseAssignment, assign_noises, ddim_inversion_sigmas, invert_ddim,
+                                               ks_distance, moment_gaussian_kl, reconstruction_error,
+                                               top_k_correlation)
+from paperzoo.diffusion.noise_unconditional import (EffectiveTargetError, NoiseUnconditional,
+                                                    accumulated_error_bound, conditional_target,
+                                                    effective_target_error, level_posterior,
+                                                    optimal_unconditional_denoiser, unconditional_target)
+from paperzoo.diffusion.debiased_loss import (debiased_weight, debiased_weighting)
+from paperzoo.diffusion.autodiffusion import (SearchResult, crossover_steps, frechet_distance, mutate_steps,
+                                              random_steps, schedule_fitness, search_timesteps, steps_to_sigmas)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -42,4 +64,20 @@ __all__ = [
     "min_snr_weight", "min_snr_weighting",
     "MLPDenoiser", "denoising_loss", "lognormal_sigmas", "sample_training_sigmas", "train_denoiser",
     "rescaled_guidance", "zero_snr_sigmas",
+    "adams_bashforth_coefficients", "dpmpp_2m_hb_step", "ghvb_coefficients", "ghvb_step", "plms_hb_step",
+    "plms_step", "sample_ghvb", "sample_hb", "sample_plms", "sample_plms_hb",
+    "guidance_interval_from_steps", "guidance_interval_scale", "limited_interval_guidance",
+    "DeblendingNetwork", "alpha_blend", "alpha_from_sigma", "deblending_from_denoiser", "get_sigmas_iadb",
+    "iadb_loss", "iadb_step", "iadb_training_sigmas", "sample_iadb", "sigma_from_alpha",
+    "EditFriendlyInversion", "ddim_inversion", "edit_friendly_inversion", "noise_map_step",
+    "sample_ddpm_noise_maps",
+    "adaptive_guidance", "noise_cosine_similarity",
+    "gradient_estimation_step", "sample_gradient_estimation",
+    "NoiseAssignment", "assign_noises", "ddim_inversion_sigmas", "invert_ddim", "ks_distance",
+    "moment_gaussian_kl", "reconstruction_error", "top_k_correlation",
+    "EffectiveTargetError", "NoiseUnconditional", "accumulated_error_bound", "conditional_target",
+    "effective_target_error", "level_posterior", "optimal_unconditional_denoiser", "unconditional_target",
+    "debiased_weight", "debiased_weighting",
+    "SearchResult", "crossover_steps", "frechet_distance", "mutate_steps", "random_steps", "schedule_fitness",
+    "search_timesteps", "steps_to_sigmas",
 ]

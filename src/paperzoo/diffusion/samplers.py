@@ -30,6 +30,10 @@ then infinite, so at that level it is carried normalized: ``x`` is the unit nois
 from :math:`\\infty` is the limit of the DDIM step, :math:`x_1 = D + \\sigma_{down}\\varepsilon + s_{noise}
 \\sigma_{up} z` with :math:`\\sigma_{up} = \\min(1, \\eta)\\,\\sigma_1` (the step's ``eta``, 0 for the ODE steps,
 whose first step is then Euler's), and the remaining steps are the sampler's own, with no history carried over.
+
+**Inversion.** A nondecreasing ``sigmas`` (all finite, > 0) runs the same loop upwards, from data at
+``sigmas[0]`` to a latent at ``sigmas[-1]``: with :func:`euler_step` that is DDIM inversion. Only the ODE steps make
+sense in that direction.
 """
 
 from __future__ import annotations
@@ -101,9 +105,13 @@ def _check_sigmas(sigmas: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError("sigmas must not contain NaN")
     if bool(torch.isinf(sigmas[1:]).any()):
         raise ValueError("sigmas may be infinite only in its first entry (a zero-terminal-SNR start)")
-    if bool((sigmas[1:] > sigmas[:-1]).any()):
-        raise ValueError("sigmas must be nonincreasing (from the start level down to the last)")
-    if bool((sigmas[:-1] <= 0).any()):
+    if bool((sigmas[1:] >= sigmas[:-1]).all()) and bool(sigmas[-1] > sigmas[0]):  # an inversion: data level up
+        if bool(torch.isinf(sigmas).any()) or float(sigmas[0]) <= 0:
+            raise ValueError("an increasing sigmas (an inversion) must be finite and start > 0")
+    elif bool((sigmas[1:] > sigmas[:-1]).any()):
+        raise ValueError("sigmas must be nonincreasing (from the start level down to the last), or "
+                         "nondecreasing (an inversion)")
+    elif bool((sigmas[:-1] <= 0).any()):
         raise ValueError("sigmas must be > 0 except the last entry")
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must have a nonempty batch dimension first, got shape {tuple(x.shape)}")

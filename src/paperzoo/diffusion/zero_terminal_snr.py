@@ -66,7 +66,8 @@ RESCALE_SPACES = ("v", "eps", "x0")
 
 @accepts(num_inference_steps=Int(ge=1), num_train_timesteps=Int(ge=2), betas=Tensor("T", optional=True),
          spacing=Choice("leading", "trailing", "linspace"), zero_snr=Flag(), steps_offset=Int(ge=0), example=lambda ctx: {
-             "num_inference_steps": 4, "num_train_timesteps": 10})
+             "num_inference_steps": 4, "num_train_timesteps": 10},
+         output="any")  # the first level is inf by definition (zero terminal SNR)
 def zero_snr_sigmas(num_inference_steps: int, num_train_timesteps: int = 1000, *, betas: torch.Tensor | None = None,
                     spacing: str = "trailing", zero_snr: bool = True, steps_offset: int = 0, dtype: torch.dtype = torch.float64
                     ) -> torch.Tensor:
