@@ -35,6 +35,26 @@ EXPECTED_SMOKE = {
     "debias-diffusion-loss:debiased_weighting_improves_samples": "not_reproduced",
     # the smoke search has 24 evaluations (full: the official code's population and iterations).
     "autodiffusion:searched_steps_beat_tuned_schedules": "not_reproduced",
+    # 20 training steps: the paired log ratio (~0.20) sits just under the log 1.25 margin (full: 1,500 steps).
+    "cold-diffusion:tacos_beats_naive_deblurring": "not_reproduced",
+    # 30 training steps: the MLP has not learned the Jacobian (full: 1,500 steps).
+    "gauge-freedom-diffusion:gauge_freedom_id": "not_reproduced",
+    # 64 steps, 500 samples: PCG vs CFG-DDPM gap 0.031 > tolerance 0.02 (full: 512 steps, 4,000 samples).
+    "cfg-predictor-corrector:cfg_is_predictor_corrector": "not_reproduced",
+    # 16 training steps: the comparison is noise (full: 3,000 steps).
+    "laplace-noise-schedule:laplace_schedule_converges_faster": "not_reproduced",
+    # smoke: d in {2, 16} only, and the d = 2 gap varies from seed to seed, so part (b) fails (full: d up to 128).
+    "kinetic-optimal-paths:cond_ot_becomes_kinetic_optimal": "not_reproduced",
+    # 30 training steps leave the networks untrained (full: 3,000 steps).
+    "improved-ddpm:learned_variances_sample_in_few_steps": "not_reproduced",
+    # smoke: resolutions {1, 4}, 200 samples, 8 steps: seed noise hides the gain (full: {1, 4, 16, 64}, 16 steps).
+    "noise-schedule-resolution:best_input_scale_decreases_with_resolution": "not_reproduced",
+    # 200 samples: noisy (run seeds 1 and 2 give not_reproduced at smoke; full: more samples).
+    "pfgm-pp:finite_d_is_more_robust": "reproduced",
+    # 1,000 samples: the sliced W2 gain is not beyond 2 SE (the spread part passes; full: 20,000 samples).
+    "signal-leak-bias:signal_leak_restores_brightness_range": "not_reproduced",
+    # 8 training steps: both divergences are far from the target and the balanced control passes too.
+    "f-distill:js_covers_minor_modes": "inconclusive",
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",
     # 5k steps are too few for ADOPT to come back from +1 at small beta2 (full: reproduced at 300k, issue 3).

@@ -281,6 +281,8 @@ class Pair(Spec):
         return self._example if self._example is not None else (self.item.example(ctx),) * 2
 
     def probes(self, name, value):
+        if value is None:  # an optional pair left unset: only the generic probes apply
+            return super().probes(name, value)
         out = super().probes(name, value) + [Probe(name, "three values", False, _set(name, (*value, value[0])))]
         for sub in self.item.probes(name, value[0]):
             if sub.label == "None":

@@ -47,6 +47,33 @@ from paperzoo.diffusion.debiased_loss import (debiased_weight, debiased_weightin
 from paperzoo.diffusion.autodiffusion import (SearchResult, crossover_steps, frechet_distance, mutate_steps,
                                               random_steps, schedule_fitness, search_timesteps, steps_to_sigmas)
 
+from paperzoo.diffusion.cold_diffusion import (Degradation, GaussianBlur, GaussianNoise, Interpolation, Masking,
+                                               RestorationMLP, blur_schedule, cold_levels, cold_loss, cold_step,
+                                               gaussian_fade_masks, sample_cold, train_restoration)
+from paperzoo.diffusion.gauge_freedom import (DimensionEstimate, denoiser_jacobian, dimension_from_spectrum,
+                                              gauge_residual, gauge_rotation, intrinsic_dimension,
+                                              mle_intrinsic_dimension, nonconservativity)
+from paperzoo.diffusion.predictor_corrector_guidance import (cfg_gaussian_output, pcg_corrector, pcg_gamma, pcg_step,
+                                                             sample_pcg, tilted_gaussian, tilted_log_density)
+from paperzoo.diffusion.logsnr_schedules import (LogSNRSchedule, cauchy_schedule, cosine_logsnr_schedule,
+                                               importance_weight, importance_weighting, laplace_schedule)
+from paperzoo.diffusion.kinetic_optimal import (GaussianPath, cond_ot_path, cosine_path, data_separation_function,
+                                                gaussian_eps_mmse, gaussian_path_kinetic_energy,
+                                                kinetic_energy_from_separation, kinetic_optimal_path,
+                                                path_to_ve_sigmas, piecewise_linear_path, tabulate_eps_mmse)
+from paperzoo.diffusion.improved_ddpm import (LearnedVarianceMLP, VLBResult, ddpm_variance_range, ddpm_variance_step,
+                                              gaussian_kl, hybrid_loss, interpolated_log_variance,
+                                              sample_ddpm_variance, train_hybrid, vlb_bound, vlb_term)
+from paperzoo.diffusion.noise_scheduling import (GammaSchedule, ScaledInputNetwork, gamma_cosine, gamma_linear,
+                                                 gamma_sigmoid, noisy_input)
+from paperzoo.diffusion.pfgmpp import (EmpiricalPFGMPP, noise_injected_step, pfgmpp_noise, pfgmpp_perturb,
+                                       pfgmpp_posterior_mean, pfgmpp_prior, pfgmpp_radius_cdf, radius_to_sigma,
+                                       sigma_to_radius)
+from paperzoo.diffusion.signal_leak import (SignalLeak, fit_signal_leak, low_frequency_basis, sample_signal_leak,
+                                          signal_leak_from_moments, signal_leak_moments, signal_leak_start)
+from paperzoo.diffusion.f_distill import (OneStepGenerator, distill_one_step, f_distill_direction, f_distill_loss,
+                                         f_divergence_function, f_divergence_weight, student_density)
+
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
     "COUPLINGS", "batch_ot_coupling", "flow_path", "multisample_fm_batch",
@@ -80,4 +107,24 @@ __all__ = [
     "debiased_weight", "debiased_weighting",
     "SearchResult", "crossover_steps", "frechet_distance", "mutate_steps", "random_steps", "schedule_fitness",
     "search_timesteps", "steps_to_sigmas",
+    "Degradation", "GaussianBlur", "GaussianNoise", "Interpolation", "Masking", "RestorationMLP", "blur_schedule",
+    "cold_levels", "cold_loss", "cold_step", "gaussian_fade_masks", "sample_cold", "train_restoration",
+    "DimensionEstimate", "denoiser_jacobian", "dimension_from_spectrum", "gauge_residual", "gauge_rotation",
+    "intrinsic_dimension", "mle_intrinsic_dimension", "nonconservativity",
+    "cfg_gaussian_output", "pcg_corrector", "pcg_gamma", "pcg_step", "sample_pcg", "tilted_gaussian",
+    "tilted_log_density",
+    "LogSNRSchedule", "cauchy_schedule", "cosine_logsnr_schedule", "importance_weight", "importance_weighting",
+    "laplace_schedule",
+    "GaussianPath", "cond_ot_path", "cosine_path", "data_separation_function", "gaussian_eps_mmse",
+    "gaussian_path_kinetic_energy", "kinetic_energy_from_separation", "kinetic_optimal_path", "path_to_ve_sigmas",
+    "piecewise_linear_path", "tabulate_eps_mmse",
+    "LearnedVarianceMLP", "VLBResult", "ddpm_variance_range", "ddpm_variance_step", "gaussian_kl", "hybrid_loss",
+    "interpolated_log_variance", "sample_ddpm_variance", "train_hybrid", "vlb_bound", "vlb_term",
+    "GammaSchedule", "ScaledInputNetwork", "gamma_cosine", "gamma_linear", "gamma_sigmoid", "noisy_input",
+    "EmpiricalPFGMPP", "noise_injected_step", "pfgmpp_noise", "pfgmpp_perturb", "pfgmpp_posterior_mean",
+    "pfgmpp_prior", "pfgmpp_radius_cdf", "radius_to_sigma", "sigma_to_radius",
+    "SignalLeak", "fit_signal_leak", "low_frequency_basis", "sample_signal_leak", "signal_leak_from_moments",
+    "signal_leak_moments", "signal_leak_start",
+    "OneStepGenerator", "distill_one_step", "f_distill_direction", "f_distill_loss", "f_divergence_function",
+    "f_divergence_weight", "student_density",
 ]
