@@ -55,6 +55,15 @@ EXPECTED_SMOKE = {
     "signal-leak-bias:signal_leak_restores_brightness_range": "not_reproduced",
     # 8 training steps: both divergences are far from the target and the balanced control passes too.
     "f-distill:js_covers_minor_modes": "inconclusive",
+    "ict:ict_beats_ct": "reproduced",
+    "noisediffusion:midpoints_on_distribution": "not_reproduced",
+    "restoration-degradation:ddim_error_follows_predicted_rates": "reproduced",
+    # 40 classifier steps: the classifier carries no signal yet (full: trained classifier).
+    "minority-guidance:minority_guidance_raises_rare_modes": "not_reproduced",
+    # 20 training steps: untrained networks (full: 3,000 steps).
+    "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
+    # 30 training steps leave the network nearly untrained; the ranking may change at full.
+    "ptq4dm:ptq4dm_ndtc": "reproduced",
     # 2,000 steps leave eta = 0.1 short of the 1e-3 threshold (full: reproduced).
     "adagrad-norm-hp:every_stepsize_converges": "not_reproduced",
     # 5k steps are too few for ADOPT to come back from +1 at small beta2 (full: reproduced at 300k, issue 3).

@@ -10,12 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paperzoo.core.accepts import declaration
-from paperzoo.diffusion import logsnr_schedules
 from paperzoo.diffusion.logsnr_schedules import (LogSNRSchedule, cauchy_schedule, cosine_logsnr_schedule,
                                                  importance_weight, importance_weighting, laplace_schedule)
 from paperzoo.diffusion.training import MLPDenoiser, denoising_loss, train_denoiser
-from tests.fuzz import call_declared, classify_call, fresh_copies, run_probe
 
 D = torch.float64
 stats = pytest.importorskip("scipy.stats")
@@ -169,22 +166,3 @@ def test_errors():
         laplace_schedule().sample_sigmas(0)
     with pytest.raises(TypeError, match="dtype must be a floating dtype"):
         laplace_schedule(dtype=torch.int64)
-
-
-EXPORTS = [name for name in logsnr_schedules.__all__ if name != "LOGSNR_FAMILIES"]
-
-
-@pytest.mark.parametrize("name", EXPORTS)
-def test_declared_and_probes_pass(name):
-    # The fuzz table's checks on this module until its names are exported from paperzoo.diffusion.
-    obj = getattr(logsnr_schedules, name)
-    decl = declaration(obj)
-    assert decl is not None
-    for dtype in (torch.float32, torch.float64):
-        kwargs = fresh_copies(decl.example_kwargs(dtype))
-        outcome = classify_call(lambda: call_declared(obj, decl, kwargs), None, check_output=decl.output == "finite")
-        assert outcome.kind == "result", outcome.detail
-    kwargs = decl.example_kwargs(torch.float64)
-    for probe in decl.probes(kwargs):
-        outcome = run_probe(obj, kwargs, probe, check_output=decl.output == "finite", decl=decl)
-        assert outcome.kind == "skipped" or outcome.passes(probe.valid), f"{probe.arg}: {probe.label}"

@@ -11,17 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paperzoo.core.accepts import declaration
 from paperzoo.diffusion.guidance import class_conditional, classifier_free_guidance
 from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
 from paperzoo.diffusion.momentum_sampler import (adams_bashforth_coefficients, dpmpp_2m_hb_step, ghvb_coefficients,
                                                  ghvb_step, plms_hb_step, plms_step, sample_ghvb, sample_hb,
                                                  sample_plms, sample_plms_hb)
-from paperzoo.diffusion import momentum_sampler
 from paperzoo.diffusion.samplers import SamplerContext, sample_dpmpp_2m, sample_euler
 from paperzoo.diffusion.schedules import get_sigmas_karras
 from tests.diffusion.references import k_diffusion_sampling
-from tests.fuzz import fresh_copies, call_declared, classify_call, run_probe
 
 D = torch.float64
 
@@ -192,21 +189,3 @@ def test_global_orders_hb_first_ghvb_second():
 def test_errors_name_the_argument(call, message):
     with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
-
-
-EXPORTS = [getattr(momentum_sampler, name) for name in momentum_sampler.__all__]
-
-
-@pytest.mark.parametrize("obj", EXPORTS, ids=momentum_sampler.__all__)
-def test_declared_and_probes_pass(obj):
-    # The fuzz table's checks on this module until its names are exported from paperzoo.diffusion.
-    decl = declaration(obj)
-    assert decl is not None
-    for dtype in (torch.float32, torch.float64):
-        kwargs = fresh_copies(decl.example_kwargs(dtype))
-        outcome = classify_call(lambda: call_declared(obj, decl, kwargs), None, check_output=decl.output == "finite")
-        assert outcome.kind == "result", outcome.detail
-    kwargs = decl.example_kwargs(torch.float64)
-    for probe in decl.probes(kwargs):
-        outcome = run_probe(obj, kwargs, probe, check_output=decl.output == "finite", decl=decl)
-        assert outcome.kind == "skipped" or outcome.passes(probe.valid), f"{probe.arg}: {probe.label}"

@@ -73,6 +73,24 @@ from paperzoo.diffusion.signal_leak import (SignalLeak, fit_signal_leak, low_fre
                                           signal_leak_from_moments, signal_leak_moments, signal_leak_start)
 from paperzoo.diffusion.f_distill import (OneStepGenerator, distill_one_step, f_distill_direction, f_distill_loss,
                                          f_divergence_function, f_divergence_weight, student_density)
+from paperzoo.diffusion.consistency import (ConsistencyModel, consistency_scalings, consistency_step,
+                                            consistency_training_loss, ct_discretization_steps, ct_ema_decay,
+                                            ict_discretization_steps, karras_levels, lognormal_level_probs,
+                                            pseudo_huber, pseudo_huber_c, sample_consistency, sample_level_indices,
+                                            train_consistency)
+from paperzoo.diffusion.noisediffusion import (interpolate_images, lerp, noisediffusion_coefficients,
+                                               noisediffusion_latent, slerp)
+from paperzoo.diffusion.restoration_degradation import (affine_sampler_law, biased_denoiser, ddim_gaussian_error,
+                                                        degradation, predicted_noise, rd_step, restoration,
+                                                        restoration_level, sample_rd)
+from paperzoo.diffusion.minority_guidance import (MinorityClassifier, classifier_guidance, minority_guidance,
+                                                  minority_score, minority_score_classes, mixture_class_log_posterior,
+                                                  train_minority_classifier)
+from paperzoo.diffusion.harmonic_generalization import (EmpiricalDenoiser, JacobianSpectrum, cross_network_distance,
+                                                        jacobian_spectrum, memorization_ratio,
+                                                        nearest_neighbor_distances)
+from paperzoo.diffusion.ptq4dm import (QuantLinear, fake_quantize, fit_range, gaussian_calibration_set, ndtc_steps,
+                                       quantize_network, sampler_calibration_set, single_steps, uniform_steps)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -127,4 +145,17 @@ __all__ = [
     "signal_leak_moments", "signal_leak_start",
     "OneStepGenerator", "distill_one_step", "f_distill_direction", "f_distill_loss", "f_divergence_function",
     "f_divergence_weight", "student_density",
+    "ConsistencyModel", "consistency_scalings", "consistency_step", "consistency_training_loss",
+    "ct_discretization_steps", "ct_ema_decay", "ict_discretization_steps", "karras_levels",
+    "lognormal_level_probs", "pseudo_huber", "pseudo_huber_c", "sample_consistency", "sample_level_indices",
+    "train_consistency",
+    "interpolate_images", "lerp", "noisediffusion_coefficients", "noisediffusion_latent", "slerp",
+    "affine_sampler_law", "biased_denoiser", "ddim_gaussian_error", "degradation", "predicted_noise", "rd_step",
+    "restoration", "restoration_level", "sample_rd",
+    "MinorityClassifier", "classifier_guidance", "minority_guidance", "minority_score", "minority_score_classes",
+    "mixture_class_log_posterior", "train_minority_classifier",
+    "EmpiricalDenoiser", "JacobianSpectrum", "cross_network_distance", "jacobian_spectrum", "memorization_ratio",
+    "nearest_neighbor_distances",
+    "QuantLinear", "fake_quantize", "fit_range", "gaussian_calibration_set", "ndtc_steps", "quantize_network",
+    "sampler_calibration_set", "single_steps", "uniform_steps",
 ]
