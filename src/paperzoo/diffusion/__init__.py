@@ -91,6 +91,12 @@ from paperzoo.diffusion.harmonic_generalization import (EmpiricalDenoiser, Jacob
                                                         nearest_neighbor_distances)
 from paperzoo.diffusion.ptq4dm import (QuantLinear, fake_quantize, fit_range, gaussian_calibration_set, ndtc_steps,
                                        quantize_network, sampler_calibration_set, single_steps, uniform_steps)
+from paperzoo.diffusion.noise_refine import (NoiseRefiner, multistep_score_distillation_loss, noise_refining_targets,
+                                             refiner_regression_loss, sample_refined, train_noise_refiner)
+from paperzoo.diffusion.sdi import (distillation_gradient, distillation_timesteps, score_distillation,
+                                    sdi_inversion_sigmas, sdi_noise)
+from paperzoo.diffusion.uni_instruct import (uni_instruct_distill, uni_instruct_loss)
+from paperzoo.diffusion.golden_noise import (NoisePromptNet, golden_noise, re_denoise, select_pairs, train_npnet)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -158,4 +164,9 @@ __all__ = [
     "nearest_neighbor_distances",
     "QuantLinear", "fake_quantize", "fit_range", "gaussian_calibration_set", "ndtc_steps", "quantize_network",
     "sampler_calibration_set", "single_steps", "uniform_steps",
+    "NoiseRefiner", "multistep_score_distillation_loss", "noise_refining_targets", "refiner_regression_loss",
+    "sample_refined", "train_noise_refiner",
+    "distillation_gradient", "distillation_timesteps", "score_distillation", "sdi_inversion_sigmas", "sdi_noise",
+    "uni_instruct_distill", "uni_instruct_loss",
+    "NoisePromptNet", "golden_noise", "re_denoise", "select_pairs", "train_npnet",
 ]
