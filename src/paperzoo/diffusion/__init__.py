@@ -97,6 +97,8 @@ from paperzoo.diffusion.sdi import (distillation_gradient, distillation_timestep
                                     sdi_inversion_sigmas, sdi_noise)
 from paperzoo.diffusion.uni_instruct import (uni_instruct_distill, uni_instruct_loss)
 from paperzoo.diffusion.golden_noise import (NoisePromptNet, golden_noise, re_denoise, select_pairs, train_npnet)
+from paperzoo.diffusion.diffusion_gan import (AdaptiveT, TimeConditionedMLP, diffuse, diffusion_gan_alphas_cumprod,
+                                              instance_noise_levels, sample_diffusion_timesteps, train_diffusion_gan)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -169,4 +171,6 @@ __all__ = [
     "distillation_gradient", "distillation_timesteps", "score_distillation", "sdi_inversion_sigmas", "sdi_noise",
     "uni_instruct_distill", "uni_instruct_loss",
     "NoisePromptNet", "golden_noise", "re_denoise", "select_pairs", "train_npnet",
+    "AdaptiveT", "TimeConditionedMLP", "diffuse", "diffusion_gan_alphas_cumprod", "instance_noise_levels",
+    "sample_diffusion_timesteps", "train_diffusion_gan",
 ]
