@@ -41,6 +41,7 @@ EXEMPT = {
     "paperzoo.diffusion.euler_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
     "paperzoo.diffusion.iadb_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
     "paperzoo.diffusion.rd_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
+    "paperzoo.diffusion.reflected_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
     "paperzoo.diffusion.Degradation": "abstract base class of the cold-diffusion degradations (subclasses are declared)",
     "paperzoo.diffusion.heun_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",
     "paperzoo.diffusion.dpmpp_2m_step": "a sampler step, called by run_sampler inside a declared sampler (hot path)",

@@ -99,6 +99,11 @@ from paperzoo.diffusion.uni_instruct import (uni_instruct_distill, uni_instruct_
 from paperzoo.diffusion.golden_noise import (NoisePromptNet, golden_noise, re_denoise, select_pairs, train_npnet)
 from paperzoo.diffusion.diffusion_gan import (AdaptiveT, TimeConditionedMLP, diffuse, diffusion_gan_alphas_cumprod,
                                               instance_noise_levels, sample_diffusion_timesteps, train_diffusion_gan)
+from paperzoo.diffusion.ddgan import (DDGANDiscriminator, DDGANGenerator, DDGANLosses, ddgan_optimizers, ddgan_sigmas,
+                                      ddgan_train_step, forward_pairs, posterior_sample, r1_penalty, sample_ddgan)
+from paperzoo.diffusion.reflected_diffusion import (CosineSeriesDensity, cosine_series_estimate, minimax_terms,
+                                                    neumann_heat_kernel, reflect_unit, reflected_step,
+                                                    sample_reflected_em)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -173,4 +178,8 @@ __all__ = [
     "NoisePromptNet", "golden_noise", "re_denoise", "select_pairs", "train_npnet",
     "AdaptiveT", "TimeConditionedMLP", "diffuse", "diffusion_gan_alphas_cumprod", "instance_noise_levels",
     "sample_diffusion_timesteps", "train_diffusion_gan",
+    "DDGANDiscriminator", "DDGANGenerator", "DDGANLosses", "ddgan_optimizers", "ddgan_sigmas", "ddgan_train_step",
+    "forward_pairs", "posterior_sample", "r1_penalty", "sample_ddgan",
+    "CosineSeriesDensity", "cosine_series_estimate", "minimax_terms", "neumann_heat_kernel", "reflect_unit",
+    "reflected_step", "sample_reflected_em",
 ]
