@@ -110,11 +110,18 @@ def learned_variances_sample_in_few_steps(ctx: ClaimContext) -> ClaimResult:
 
     val = _evaluator(gm, n_eval, tune_seed + 1, proj)
 
+    # A learning rate whose training diverges (train_hybrid raises) scores NaN: tune ranks it last.
     def score_hybrid(lr):
-        return math.log(val(_train(gm, LAMBDA, lr, steps, tune_seed), "learned"))
+        try:
+            return math.log(val(_train(gm, LAMBDA, lr, steps, tune_seed), "learned"))
+        except FloatingPointError:
+            return math.nan
 
     def score_simple(lr):
-        net = _train(gm, 0.0, lr, steps, tune_seed)
+        try:
+            net = _train(gm, 0.0, lr, steps, tune_seed)
+        except FloatingPointError:
+            return math.nan
         return math.log(min(val(net, "small"), val(net, "large")))
 
     sel = tune({"hybrid": score_hybrid, "simple": score_simple}, [1e-3, 3e-3], bounds=(1e-4, 3e-2),
