@@ -60,6 +60,7 @@ from paperzoo.core.accepts import Function, Generator, Int, Module, Real, Tensor
 from paperzoo.diffusion.ddim_inversion import _invert
 from paperzoo.diffusion.guidance import classifier_free_guidance
 from paperzoo.diffusion.samplers import euler_step, run_sampler
+from paperzoo.diffusion.training import _adam_steps
 
 __all__ = ["re_denoise", "golden_noise", "select_pairs", "NoisePromptNet", "train_npnet"]
 
@@ -201,16 +202,10 @@ def train_npnet(network: nn.Module, noise: torch.Tensor, golden: torch.Tensor, l
     n_classes = getattr(network, "n_classes", None)
     if n_classes is not None and int(labels.max()) >= n_classes:
         raise ValueError(f"labels must lie in 0..{n_classes - 1} (the network's classes), got {int(labels.max())}")
-    opt = torch.optim.Adam(network.parameters(), lr=lr)
-    history = torch.empty(steps, dtype=torch.float64)
     n = noise.shape[0]
-    for step in range(steps):
+
+    def batch_loss(step):
         idx = torch.randint(n, (min(batch_size, n),), generator=generator)
-        loss = (network(noise[idx], labels[idx]) - golden[idx]).square().sum(-1).mean()
-        if not bool(torch.isfinite(loss.detach())):
-            raise FloatingPointError(f"train_npnet: the loss is {float(loss.detach())} at step {step}; lower lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history[step] = float(loss.detach())
-    return history
+        return (network(noise[idx], labels[idx]) - golden[idx]).square().sum(-1).mean()
+
+    return _adam_steps(network, batch_loss, steps, lr, "train_npnet")

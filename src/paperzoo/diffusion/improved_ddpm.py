@@ -76,7 +76,7 @@ from torch import nn
 from paperzoo.core.accepts import Function, Generator, Int, Module, OneOf, Real, Spec, Tensor, accepts
 from paperzoo.core.checks import check_choice
 from paperzoo.diffusion.samplers import _COMMON, _example, run_sampler
-from paperzoo.diffusion.training import MLPDenoiser, _sample_training_sigmas
+from paperzoo.diffusion.training import MLPDenoiser, _adam_steps, _sample_training_sigmas
 
 __all__ = ["gaussian_kl", "ddpm_variance_range", "interpolated_log_variance", "LearnedVarianceMLP", "vlb_term",
            "vlb_bound", "VLBResult", "hybrid_loss", "train_hybrid", "ddpm_variance_step", "sample_ddpm_variance",
@@ -392,21 +392,12 @@ def train_hybrid(network: LearnedVarianceMLP, sample_data: Callable[[int, torch.
     ``callback(step, network, loss)`` runs after each optimizer step (``step`` from 1)."""
     if sigmas.shape[0] < 2 or bool((sigmas[1:] <= sigmas[:-1]).any()):
         raise ValueError("sigmas must hold at least 2 strictly increasing levels")
-    opt = torch.optim.Adam(network.parameters(), lr=lr)
-    history = torch.empty(steps, dtype=torch.float64)
-    for step in range(steps):
+    def batch_loss(step):
         x0 = sample_data(batch_size, generator)
         t, _ = _sample_training_sigmas(batch_size, sigmas, generator)
-        loss = _hybrid_loss(network, x0, t, sigmas, float(lambda_vlb), None, generator)
-        if not bool(torch.isfinite(loss.detach())):
-            raise FloatingPointError(f"train_hybrid: the loss is {float(loss.detach())} at step {step}; lower lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history[step] = float(loss.detach())
-        if callback is not None:
-            callback(step + 1, network, float(history[step]))
-    return history
+        return _hybrid_loss(network, x0, t, sigmas, float(lambda_vlb), None, generator)
+
+    return _adam_steps(network, batch_loss, steps, lr, "train_hybrid", callback)
 
 
 # -- sampling --------------------------------------------------------------------------------------------------

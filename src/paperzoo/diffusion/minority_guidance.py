@@ -65,6 +65,7 @@ from torch import nn
 from paperzoo.core.accepts import (Function, Generator, Instance, Int, Ints, Module, OneOf, Real, Tensor, accepts)
 from paperzoo.diffusion.guidance import guidance_scale_at
 from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
+from paperzoo.diffusion.training import _adam_steps
 
 __all__ = ["minority_score", "minority_score_classes", "classifier_guidance", "minority_guidance",
            "mixture_class_log_posterior", "MinorityClassifier", "train_minority_classifier",
@@ -262,19 +263,13 @@ def train_minority_classifier(classifier: nn.Module, x0: torch.Tensor, labels: t
     n_classes = getattr(classifier, "n_classes", None)
     if n_classes is not None and int(labels.max()) >= n_classes:
         raise ValueError(f"labels must be < the classifier's n_classes ({n_classes}), got {int(labels.max())}")
-    opt = torch.optim.Adam(classifier.parameters(), lr=lr)
-    history = torch.empty(steps, dtype=torch.float64)
     labels = labels.to(x0.device)
-    for step in range(steps):
+
+    def batch_loss(step):
         idx = torch.randint(0, x0.shape[0], (batch_size,), generator=generator).to(x0.device)
         sigma = sample_sigmas(batch_size, generator).to(x0.dtype)
         x = x0[idx] + sigma[:, None] * torch.randn(batch_size, x0.shape[1], generator=generator,
                                                    dtype=x0.dtype).to(x0.device)
-        loss = nn.functional.cross_entropy(classifier(x, sigma), labels[idx])
-        if not bool(torch.isfinite(loss.detach())):
-            raise FloatingPointError(f"train_minority_classifier: the loss is {float(loss)} at step {step}; lower lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history[step] = float(loss.detach())
-    return history
+        return nn.functional.cross_entropy(classifier(x, sigma), labels[idx])
+
+    return _adam_steps(classifier, batch_loss, steps, lr, "train_minority_classifier")

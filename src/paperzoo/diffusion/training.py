@@ -162,14 +162,25 @@ def train_denoiser(network: nn.Module, sample_data: Callable[[int, torch.Generat
     given, runs after each optimizer step (``step`` counts from 1; ``loss`` is that step's float loss): use it for
     checkpoint evaluations in convergence-speed claims.
     """
+    def batch_loss(step):
+        x0 = sample_data(batch_size, generator)
+        sigma = sample_sigmas(batch_size, generator)
+        return _denoising_loss(network, x0, sigma, weighting=weighting, generator=generator)
+
+    return _adam_steps(network, batch_loss, steps, lr, "train_denoiser", callback)
+
+
+def _adam_steps(network: nn.Module, batch_loss: Callable[[int], torch.Tensor], steps: int, lr: float, name: str,
+                callback: Callable | None = None) -> torch.Tensor:
+    """The training loops' shared kernel: Adam at ``lr`` on ``network``'s parameters for ``steps`` steps of
+    ``batch_loss(step)``; a non-finite loss raises FloatingPointError naming ``name``; ``callback(step, network,
+    loss)`` after each step (from 1). Returns the loss history ``(steps,)`` (float64)."""
     opt = torch.optim.Adam(network.parameters(), lr=lr)
     history = torch.empty(steps, dtype=torch.float64)
     for step in range(steps):
-        x0 = sample_data(batch_size, generator)
-        sigma = sample_sigmas(batch_size, generator)
-        loss = _denoising_loss(network, x0, sigma, weighting=weighting, generator=generator)
+        loss = batch_loss(step)
         if not bool(torch.isfinite(loss.detach())):
-            raise FloatingPointError(f"train_denoiser: the loss is {float(loss.detach())} at step {step}; lower lr")
+            raise FloatingPointError(f"{name}: the loss is {float(loss.detach())} at step {step}; lower lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
