@@ -164,8 +164,32 @@ def _posterior_sample(x, sigma, sigma_next, x0, noise):
     return x0 + ratio.square() * (x - x0) + up * noise
 
 
+def _example_levels(ctx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four ordered level pairs (higher, lower) for the examples."""
+    high = torch.tensor([2.0, 1.5, 1.0, 0.5], dtype=ctx.dtype)
+    return high, torch.tensor([1.0, 1.0, 0.5, 0.0], dtype=ctx.dtype)
+
+
+def _example_posterior(ctx) -> dict:
+    sigma, sigma_next = _example_levels(ctx)
+    return {"x": torch.randn(4, 2, generator=ctx.generator, dtype=ctx.dtype), "sigma": sigma,
+            "sigma_next": sigma_next, "x0": torch.randn(4, 2, generator=ctx.generator, dtype=ctx.dtype),
+            "noise": torch.randn(4, 2, generator=ctx.generator, dtype=ctx.dtype)}
+
+
+def _example_pairs(ctx) -> dict:
+    sigma, sigma_prev = _example_levels(ctx)
+    return {"x0": torch.randn(4, 2, generator=ctx.generator, dtype=ctx.dtype), "sigma": sigma,
+            "sigma_prev": sigma_prev}
+
+
+def _example_r1(ctx) -> dict:
+    x_real = torch.randn(4, 2, generator=ctx.generator, dtype=ctx.dtype).requires_grad_(True)
+    return {"logits": (x_real.square().sum(-1) * 0.5), "x_real": x_real}
+
+
 @accepts(x=Tensor("N", "d"), sigma=Tensor("N", positive_mass=True), sigma_next=Tensor("N", nonnegative=True),
-         x0=Tensor("N", "d"), noise=Tensor("N", "d"))
+         x0=Tensor("N", "d"), noise=Tensor("N", "d"), example=_example_posterior)
 def posterior_sample(x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, x0: torch.Tensor,
                      noise: torch.Tensor) -> torch.Tensor:
     """A draw of the Gaussian posterior :math:`q(x_{next} \\mid x, x_0)` (module docstring) with one level per
@@ -186,7 +210,7 @@ def _forward_pairs(x0, sigma, sigma_prev, generator):
 
 
 @accepts(x0=Tensor("N", "d", degenerate=("coincident",)), sigma=Tensor("N", positive_mass=True),
-         sigma_prev=Tensor("N", nonnegative=True), generator=Generator())
+         sigma_prev=Tensor("N", nonnegative=True), generator=Generator(), example=_example_pairs)
 def forward_pairs(x0: torch.Tensor, sigma: torch.Tensor, sigma_prev: torch.Tensor, *,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Real pairs of the forward chain: :math:`x_{prev} = x_0 + \\sigma_{prev}\\varepsilon_1` and
@@ -202,7 +226,8 @@ def _r1_penalty(logits, x_real, gamma):
     return 0.5 * gamma * grad.flatten(1).square().sum(-1).mean()
 
 
-@accepts(logits=Tensor("N"), x_real=Tensor("N", ..., degenerate=("coincident",)), gamma=Real(ge=0))
+@accepts(logits=Tensor("N"), x_real=Tensor("N", ..., degenerate=("coincident",)), gamma=Real(ge=0),
+         example=_example_r1)
 def r1_penalty(logits: torch.Tensor, x_real: torch.Tensor, gamma: float = R1_GAMMA) -> torch.Tensor:
     """The R1 penalty :math:`\\frac{\\gamma}{2} E\\,\\|\\nabla_x D(x)\\|^2` on real inputs: ``logits`` ``(N,)`` the
     discriminator's outputs on ``x_real`` ``(N, ...)``, which must require grad; a 0-dim tensor with its graph
@@ -328,10 +353,13 @@ def sample_ddgan(model, x: torch.Tensor, sigmas: torch.Tensor, *, generator: tor
     sample on the levels trained on); ``latent_dim`` defaults to ``model.latent_dim``; ``ignore_latent`` feeds
     ``z = 0``. ``T`` generator evaluations; returns ``(N, d)``. With an exact :math:`x_0` predictor that ignores
     :math:`z` this is :func:`~paperzoo.diffusion.samplers.sample_ddpm`."""
+    own = getattr(model, "latent_dim", None)
     if latent_dim is None:
-        latent_dim = getattr(model, "latent_dim", None)
+        latent_dim = own
         if latent_dim is None:
             raise ValueError("latent_dim must be given when model has no latent_dim attribute")
+    elif own is not None and latent_dim != own:
+        raise ValueError(f"latent_dim must equal model.latent_dim ({own}), got {latent_dim}")
 
     def denoiser(x_, sigma):
         z = torch.randn(x_.shape[0], latent_dim, generator=generator, dtype=x_.dtype).to(x_.device)

@@ -78,7 +78,7 @@ def instance_noise_levels(alphas_cumprod: torch.Tensor, noise_std: float = 0.05
 
 
 @accepts(n=Int(ge=1), T=Int(ge=0), dist=Choice(*TIMESTEP_DISTRIBUTIONS), clean_fraction=Real(ge=0, le=1),
-         generator=Generator())
+         generator=Generator(), example=lambda ctx: {"n": 5, "T": 10})
 def sample_diffusion_timesteps(n: int, T: int, dist: str = "priority", *, clean_fraction: float = 0.5,
                                generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` timesteps in ``{0, .., T}`` (``torch.long``, ``(n,)``): 0 with probability ``clean_fraction`` (0.5, the
@@ -223,6 +223,11 @@ def train_diffusion_gan(generator_net: nn.Module, discriminator: nn.Module,
     opt_g = torch.optim.Adam(generator_net.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr if lr_d is None else lr_d, betas=(0.5, 0.999))
     dtype = next(generator_net.parameters()).dtype
+    try:
+        with torch.no_grad():
+            generator_net(torch.zeros(2, latent_dim, dtype=dtype))
+    except RuntimeError as error:
+        raise ValueError(f"latent_dim ({latent_dim}) must be generator_net's input width: {error}") from None
     softplus = nn.functional.softplus
     T = 0 if schedule is None else schedule.T
     abar = _alphas_cumprod(T, 1e-4, 0.02, dtype)
