@@ -114,7 +114,7 @@ def diffuse(x: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, nois
     Returns:
         ``y``, shape ``(N, d)``.
 
-    >>> y = diffuse(torch.ones(2, 1), torch.tensor([0, 0]), diffusion_gan_alphas_cumprod(3))
+    >>> y = diffuse(torch.ones(2, 1, dtype=torch.float64), torch.tensor([0, 0]), diffusion_gan_alphas_cumprod(3))
     >>> y.tolist()  # t = 0 leaves the samples unchanged
     [[1.0], [1.0]]
     """
