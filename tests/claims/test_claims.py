@@ -64,6 +64,7 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    "one-more-step:oms_restores_brightness_range": "reproduced",
     "reflected-diffusion-rates:tv_rate_matches_minimax": "reproduced",
     # 30 training iterations leave the GAN untrained (full: 1,500).
     "denoising-diffusion-gan:few_step_gan_denoising_beats_gaussian_steps": "not_reproduced",

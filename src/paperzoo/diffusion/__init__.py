@@ -104,6 +104,8 @@ from paperzoo.diffusion.ddgan import (DDGANDiscriminator, DDGANGenerator, DDGANL
 from paperzoo.diffusion.reflected_diffusion import (CosineSeriesDensity, cosine_series_estimate, minimax_terms,
                                                     neumann_heat_kernel, reflect_unit, reflected_step,
                                                     sample_reflected_em)
+from paperzoo.diffusion.one_more_step import (one_more_step, one_more_step_denoiser, oms_loss, sample_one_more_step,
+                                              train_one_more_step)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -182,4 +184,5 @@ __all__ = [
     "forward_pairs", "posterior_sample", "r1_penalty", "sample_ddgan",
     "CosineSeriesDensity", "cosine_series_estimate", "minimax_terms", "neumann_heat_kernel", "reflect_unit",
     "reflected_step", "sample_reflected_em",
+    "one_more_step", "one_more_step_denoiser", "oms_loss", "sample_one_more_step", "train_one_more_step",
 ]
