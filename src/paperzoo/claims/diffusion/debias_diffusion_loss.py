@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from paperzoo.claims.diffusion._convergence import checkpointed_run, mean_log
 from paperzoo.core import ClaimContext, ClaimResult, claim
 from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control, tune
 from paperzoo.diffusion.debiased_loss import debiased_weight, debiased_weighting
@@ -41,7 +42,7 @@ from paperzoo.diffusion.mixture import mixture_on_circle
 from paperzoo.diffusion.samplers import sample_ddim
 from paperzoo.diffusion.schedules import (alphas_cumprod_from_betas, append_zero, betas_linear, discrete_timesteps,
                                           sigmas_from_alphas_cumprod)
-from paperzoo.diffusion.training import MLPDenoiser, _sample_training_sigmas, train_denoiser
+from paperzoo.diffusion.training import _sample_training_sigmas
 from paperzoo.transport import sliced_wasserstein
 
 T = 1000
@@ -77,19 +78,10 @@ def _permuted_weighting(sig: torch.Tensor, seed: int):
 def _run(gm, weighting, lr: float, steps: int, seed: int, evaluate, final=None) -> dict:
     """Train from seed ``seed``; return the evaluations at the checkpoints and, if given, ``final`` at the end."""
     sig = _levels()
-    torch.manual_seed(seed)
-    net = MLPDenoiser(2, 128, 3, prediction="eps")
-    marks = {max(1, round(f * steps)) for f in CHECKPOINTS}
-    out = {"sw": []}
-
-    def checkpoint(step, network, loss):
-        if step in marks:
-            out["sw"].append(evaluate(network))
-
     # sample_training_sigmas' draws through its unchecked kernel: the schedule checks would cost a third of the run
-    train_denoiser(net, lambda n, g: gm.sample(n, generator=g), lambda n, g: _sample_training_sigmas(n, sig, g)[1],
-                   steps=steps, batch_size=256, lr=lr, weighting=weighting,
-                   generator=torch.Generator().manual_seed(seed), callback=checkpoint)
+    net, sw = checkpointed_run(gm, lambda n, g: _sample_training_sigmas(n, sig, g)[1], lr, steps, seed, evaluate,
+                               CHECKPOINTS, weighting)
+    out = {"sw": sw}
     if final is not None:
         out.update(final(net))
     return out
@@ -130,7 +122,7 @@ def _final_evaluator(gm, n: int, seed: int, proj: torch.Tensor):
 
 
 def _score(run: dict) -> float:
-    return sum(math.log(c) for c in run["sw"]) / len(run["sw"])
+    return mean_log(run["sw"])
 
 
 @claim(

@@ -33,13 +33,13 @@ import math
 
 import torch
 
+from paperzoo.claims.diffusion._convergence import checkpointed_run, mean_log
 from paperzoo.core import ClaimContext, ClaimResult, claim
 from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control, tune
 from paperzoo.diffusion.logsnr_schedules import cauchy_schedule, cosine_logsnr_schedule, laplace_schedule
 from paperzoo.diffusion.mixture import mixture_on_circle
 from paperzoo.diffusion.samplers import sample_heun
 from paperzoo.diffusion.schedules import get_sigmas_karras
-from paperzoo.diffusion.training import MLPDenoiser, train_denoiser
 from paperzoo.transport import sliced_wasserstein
 
 LAMBDA_RANGE = (-12.0, 12.0)
@@ -65,19 +65,8 @@ def _schedules() -> dict:
 
 def _run(gm, schedule, lr: float, steps: int, seed: int, evaluate) -> list:
     """Train from seed ``seed`` with levels from ``schedule``; the evaluation at each checkpoint."""
-    torch.manual_seed(seed)
-    net = MLPDenoiser(2, 128, 3, prediction="eps")
-    marks = {max(1, round(f * steps)) for f in CHECKPOINTS}
-    out = []
-
-    def checkpoint(step, network, loss):
-        if step in marks:
-            out.append(evaluate(network))
-
     # the schedule's __call__ is its unchecked draw (the training loop's hot path)
-    train_denoiser(net, lambda n, g: gm.sample(n, generator=g), schedule, steps=steps, batch_size=256, lr=lr,
-                   generator=torch.Generator().manual_seed(seed), callback=checkpoint)
-    return out
+    return checkpointed_run(gm, schedule, lr, steps, seed, evaluate, CHECKPOINTS)[1]
 
 
 def _evaluator(gm, n: int, levels: int, seed: int, proj: torch.Tensor, with_error: bool = False):
@@ -105,8 +94,7 @@ def _evaluator(gm, n: int, levels: int, seed: int, proj: torch.Tensor, with_erro
     return evaluate
 
 
-def _score(curve) -> float:
-    return sum(math.log(c) for c in curve) / len(curve)
+_score = mean_log
 
 
 @claim(

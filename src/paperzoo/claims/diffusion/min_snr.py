@@ -34,6 +34,7 @@ import math
 
 import torch
 
+from paperzoo.claims.diffusion._convergence import checkpointed_run, mean_log
 from paperzoo.core import ClaimContext, ClaimResult, claim
 from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control, tune
 from paperzoo.diffusion.min_snr import min_snr_weight, min_snr_weighting
@@ -41,7 +42,7 @@ from paperzoo.diffusion.mixture import mixture_on_circle
 from paperzoo.diffusion.samplers import sample_ddim
 from paperzoo.diffusion.schedules import (alphas_cumprod_from_betas, append_zero, betas_linear, discrete_timesteps,
                                           sigmas_from_alphas_cumprod)
-from paperzoo.diffusion.training import MLPDenoiser, _sample_training_sigmas, train_denoiser
+from paperzoo.diffusion.training import _sample_training_sigmas
 from paperzoo.transport import sliced_wasserstein
 
 GAMMA = 5.0
@@ -78,20 +79,9 @@ def _permuted_weighting(sig: torch.Tensor, seed: int):
 def _run(gm, weighting, lr: float, steps: int, seed: int, evaluate) -> list[float]:
     """Train from seed ``seed`` and return the evaluation at each checkpoint."""
     _, sig = _schedule()
-    torch.manual_seed(seed)
-    net = MLPDenoiser(2, 128, 3, prediction="eps")
-    marks = {max(1, round(f * steps)) for f in CHECKPOINTS}
-    out = []
-
-    def checkpoint(step, network, loss):
-        if step in marks:
-            out.append(evaluate(network))
-
     # sample_training_sigmas' draws through its unchecked kernel: the schedule checks would cost a third of the run
-    train_denoiser(net, lambda n, g: gm.sample(n, generator=g), lambda n, g: _sample_training_sigmas(n, sig, g)[1],
-                   steps=steps, batch_size=256, lr=lr, weighting=weighting,
-                   generator=torch.Generator().manual_seed(seed), callback=checkpoint)
-    return out
+    return checkpointed_run(gm, lambda n, g: _sample_training_sigmas(n, sig, g)[1], lr, steps, seed, evaluate,
+                            CHECKPOINTS, weighting)[1]
 
 
 def _evaluator(gm, n: int, ddim_steps: int, seed: int, proj: torch.Tensor, with_error: bool = False):
@@ -119,8 +109,7 @@ def _evaluator(gm, n: int, ddim_steps: int, seed: int, proj: torch.Tensor, with_
     return evaluate
 
 
-def _score(curve) -> float:
-    return sum(math.log(c) for c in curve) / len(curve)
+_score = mean_log
 
 
 @claim(
