@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paperzoo.diffusion.consistency import (ConsistencyModel, consistency_scalings, consistency_training_loss,
+from paperzoo.diffusion.consistency import (ConsistencyModel, _ct_loss, consistency_scalings, consistency_training_loss,
                                             ct_discretization_steps, ct_ema_decay, ict_discretization_steps,
                                             karras_levels, lognormal_level_probs, pseudo_huber, pseudo_huber_c,
                                             sample_consistency, sample_level_indices, train_consistency)
@@ -127,6 +127,9 @@ def test_loss_pieces_against_hand_computation():
     torch.testing.assert_close(l2, (hi - lo).square().mean())
     ph = consistency_training_loss(model, x0, s, weighting="ict", noise=noise, c=0.01)
     torch.testing.assert_close(ph, (((hi - lo).square().sum(-1) + 1e-4).sqrt() - 0.01).mean() / 0.2)
+    idx = torch.zeros(5, dtype=torch.long)
+    custom = _ct_loss(model, None, x0, s, idx, noise, lambda a, b, c: (a - b).abs().sum(-1) * c, "uniform", 3.0)
+    torch.testing.assert_close(custom, 3.0 * (hi - lo).abs().sum(-1).mean())
 
 
 def test_student_teacher_is_stop_gradient():

@@ -73,6 +73,23 @@ def test_train_denoiser_callback_sees_every_step():
     assert [loss for _, _, loss in seen] == hist.tolist()
 
 
+def test_train_denoiser_penalty_is_added_and_frozen_parameters_stay():
+    gm = mixture_on_circle(4, 2, dtype=D)
+    data, levels = (lambda n, g: gm.sample(n, generator=g)), (lambda n, g: torch.ones(n, dtype=D))
+    nets = [MLPDenoiser(2, 8, 1).double() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    plain = train_denoiser(nets[0], data, levels, steps=1, batch_size=8, generator=torch.Generator().manual_seed(0))
+    penalized = train_denoiser(nets[1], data, levels, steps=1, batch_size=8, generator=torch.Generator().manual_seed(0),
+                               penalty=lambda network: torch.tensor(2.5, dtype=D))
+    assert float(penalized[0]) == pytest.approx(float(plain[0]) + 2.5, abs=1e-12)
+    net = MLPDenoiser(2, 8, 1).double()
+    first = next(net.parameters())
+    first.requires_grad_(False)
+    before = first.detach().clone()
+    train_denoiser(net, data, levels, steps=3, batch_size=8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first, before)
+
+
 def test_bad_input():
     gm = mixture_on_circle(4, 2)
     with pytest.raises(ValueError, match="classes must have one label per component"):

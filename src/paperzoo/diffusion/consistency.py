@@ -264,7 +264,9 @@ def _ct_loss(model, teacher, x0, sigmas, idx, noise, metric, weighting, c):
     student = model._f(x0 + hi[:, None] * noise, hi)
     with torch.no_grad():
         target = (model if teacher is None else teacher)._f(x0 + lo[:, None] * noise, lo)
-    if metric == "pseudo_huber":
+    if callable(metric):  # a per-sample metric(student, target, c) -> (N,) of a variant (e.g. the Cauchy loss)
+        per = metric(student, target, c)
+    elif metric == "pseudo_huber":
         per = _pseudo_huber(student, target, c)
     else:
         per = (student - target).square().flatten(1).mean(-1)

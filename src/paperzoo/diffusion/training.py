@@ -146,7 +146,7 @@ def lognormal_sigmas(n: int, p_mean: float = -1.2, p_std: float = 1.2, *, genera
 
 @accepts(network=Module(), sample_data=Function(), sample_sigmas=Function(), steps=Int(ge=0),
          batch_size=Int(ge=1), lr=Real(gt=0), weighting=Function(optional=True), generator=Generator(),
-         callback=Function(optional=True),
+         callback=Function(optional=True), penalty=Function(optional=True),
          example=lambda ctx: {"network": MLPDenoiser(2, 8, 1).to(ctx.dtype),
                               "sample_data": lambda n, g: torch.randn(n, 2, generator=g, dtype=ctx.dtype),
                               "sample_sigmas": lambda n, g: torch.rand(n, generator=g, dtype=ctx.dtype) + 0.1,
@@ -154,18 +154,22 @@ def lognormal_sigmas(n: int, p_mean: float = -1.2, p_std: float = 1.2, *, genera
 def train_denoiser(network: nn.Module, sample_data: Callable[[int, torch.Generator], torch.Tensor],
                    sample_sigmas: Callable[[int, torch.Generator], torch.Tensor], *, steps: int,
                    batch_size: int = 256, lr: float = 1e-3, weighting: Callable | None = None,
-                   generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, callback: Callable | None = None,
+                   penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> torch.Tensor:
     """Adam on :func:`denoising_loss` with fresh data and levels each step; returns the loss history ``(steps,)``.
 
     ``sample_data(n, generator) -> (n, d)`` and ``sample_sigmas(n, generator) -> (n,)`` draw each batch. The
     network is trained in place; its parameters' dtype is the data's. ``callback(step, network, loss)``, when
     given, runs after each optimizer step (``step`` counts from 1; ``loss`` is that step's float loss): use it for
-    checkpoint evaluations in convergence-speed claims.
+    checkpoint evaluations in convergence-speed claims. ``penalty(network) -> 0-dim tensor``, when given, is added
+    to each step's loss (a regularizer such as a fine-tuning method's rank penalty); the history includes it. Only
+    parameters with ``requires_grad`` are trained (freeze the rest to fine-tune an adapter).
     """
     def batch_loss(step):
         x0 = sample_data(batch_size, generator)
         sigma = sample_sigmas(batch_size, generator)
-        return _denoising_loss(network, x0, sigma, weighting=weighting, generator=generator)
+        loss = _denoising_loss(network, x0, sigma, weighting=weighting, generator=generator)
+        return loss if penalty is None else loss + penalty(network)
 
     return _adam_steps(network, batch_loss, steps, lr, "train_denoiser", callback)
 
@@ -175,7 +179,7 @@ def _adam_steps(network: nn.Module, batch_loss: Callable[[int], torch.Tensor], s
     """The training loops' shared kernel: Adam at ``lr`` on ``network``'s parameters for ``steps`` steps of
     ``batch_loss(step)``; a non-finite loss raises FloatingPointError naming ``name``; ``callback(step, network,
     loss)`` after each step (from 1). Returns the loss history ``(steps,)`` (float64)."""
-    opt = torch.optim.Adam(network.parameters(), lr=lr)
+    opt = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=lr)
     history = torch.empty(steps, dtype=torch.float64)
     for step in range(steps):
         loss = batch_loss(step)
