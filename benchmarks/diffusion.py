@@ -1,8 +1,10 @@
 """Diffusion samplers: time per step against k-diffusion and diffusers' scheduler loops, and error per evaluation.
 
 Part 1, overhead per step: every sampler runs the same schedule on the same denoiser and start, one thread,
-best of ``--repeats``. Two denoisers: the exact Gaussian-mixture denoiser (cheap, so the framework's per-step
-overhead shows) and a small MLP (``MLPDenoiser``, 3 x 128). Ratios are the peer's time over ours (> 1: ours is
+best of ``--repeats``. Three denoisers: the closed-form denoiser of a Gaussian N(0, cI),
+``D(x, sigma) = x c / (c + sigma^2)``, on 64 points (two tensor operations, so the framework's per-step
+overhead is what is timed), the exact Gaussian-mixture denoiser and a small MLP (``MLPDenoiser``, 3 x 128) on
+2,048 points (where the denoiser's own cost dominates). Ratios are the peer's time over ours (> 1: ours is
 faster). k-diffusion's samplers are loaded from its installed ``sampling.py`` (as the tests do); diffusers runs
 its ``DDIMScheduler`` loop with an eps-model wrapped around the same denoiser.
 
@@ -49,25 +51,33 @@ def _diffusers_ddim(model, x_vp, n_steps, sched):
     return x_vp
 
 
-def overhead(models, n_points, n_steps, repeats, dtype):
+def gaussian_denoiser(c: float = 4.0):
+    """The exact denoiser of N(0, cI): D(x, sigma) = x c / (c + sigma^2) (a batch of levels)."""
+    def model(x, sigma):
+        return x * (c / (c + sigma.square()))[:, None]
+    return model
+
+
+def overhead(models, n_steps, repeats, dtype):
     from diffusers import DDIMScheduler
 
     K = k_diffusion_sampling()
     sigmas = get_sigmas_karras(n_steps, 0.02, 30.0, dtype=dtype)
-    x = sigmas[0] * torch.randn(n_points, 2, generator=torch.Generator().manual_seed(0), dtype=dtype)
-    print(f"\nper-step time, {n_points} points, {n_steps} steps, {dtype}, one thread (ratio = peer / ours)")
-    header = f"{'denoiser':10s} {'sampler':16s} {'ours ms/step':>13s} {'k-diff ms/step':>15s} {'ratio':>6s}"
+    print(f"\nper-step time, {n_steps} steps, {dtype}, one thread (ratio = peer / ours)")
+    header = (f"{'denoiser':10s} {'points':>6s} {'sampler':16s} {'ours ms/step':>13s} {'k-diff ms/step':>15s} "
+              f"{'ratio':>6s}")
     print(header)
     print("-" * len(header))
     with torch.no_grad():
-        for label, model in models.items():
+        for label, (model, n_points) in models.items():
+            x = sigmas[0] * torch.randn(n_points, 2, generator=torch.Generator().manual_seed(0), dtype=dtype)
             for name, ours in OURS.items():
                 evals = EVALS[name](n_steps)
                 kw = {"noise_sampler": lambda s, t: torch.randn_like(x)} if name == "euler_ancestral" else {}
                 _, t_ours = best_of(lambda: ours(model, x, sigmas), repeats)
                 _, t_k = best_of(lambda: getattr(K, f"sample_{name}")(model, x, sigmas, disable=True, **kw),
                                  repeats)
-                print(f"{label:10s} {name:16s} {1e3 * t_ours / evals:13.3f} {1e3 * t_k / evals:15.3f} "
+                print(f"{label:10s} {n_points:6d} {name:16s} {1e3 * t_ours / evals:13.3f} {1e3 * t_k / evals:15.3f} "
                       f"{t_k / t_ours:6.2f}")
             sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
                                   beta_end=0.012, clip_sample=False)
@@ -79,7 +89,7 @@ def overhead(models, n_points, n_steps, repeats, dtype):
             x_ve = x_vp / sched.alphas_cumprod[ts[0]].sqrt()
             _, t_ours = best_of(lambda: sample_ddim(model, x_ve, ddim_sigmas), repeats)
             _, t_d = best_of(lambda: _diffusers_ddim(model, x_vp, n_steps, sched), repeats)
-            print(f"{label:10s} {'ddim vs diffusers':16s} {1e3 * t_ours / n_steps:13.3f} "
+            print(f"{label:10s} {n_points:6d} {'ddim vs diffusers':16s} {1e3 * t_ours / n_steps:13.3f} "
                   f"{1e3 * t_d / n_steps:15.3f} {t_d / t_ours:6.2f}   (diffusers DDIMScheduler loop)")
 
 
@@ -116,8 +126,8 @@ def main(argv=None) -> int:
     gm = mixture_on_circle(8, 2, radius=4.0, std=0.5)
     torch.manual_seed(0)
     mlp = MLPDenoiser(2, 128, 3).double().eval()
-    overhead({"exact GMM": gm.denoise, "MLP 3x128": mlp.denoiser()}, n_points, 10 if args.quick else 50, repeats,
-             torch.float64)
+    overhead({"Gaussian": (gaussian_denoiser(), 64), "exact GMM": (gm.denoise, n_points),
+              "MLP 3x128": (mlp.denoiser(), n_points)}, 10 if args.quick else 50, repeats, torch.float64)
     accuracy(gm, n_points, [5, 10] if args.quick else [10, 25, 50])
     return 0
 

@@ -69,7 +69,8 @@ from fractions import Fraction
 import torch
 
 from paperzoo.core.accepts import Int, Real, accepts
-from paperzoo.diffusion.samplers import _COMMON, _example, _to_derivative, run_sampler
+from paperzoo.diffusion.samplers import (_COMMON, _dpmpp_2m_combination, _dpmpp_update, _example, _to_derivative,
+                                        run_sampler)
 
 __all__ = ["adams_bashforth_coefficients", "ghvb_coefficients", "plms_step", "plms_hb_step", "ghvb_step",
            "dpmpp_2m_hb_step", "sample_plms", "sample_plms_hb", "sample_ghvb", "sample_hb"]
@@ -189,21 +190,19 @@ def dpmpp_2m_hb_step(beta: float = 0.8) -> Callable:
     key = "dpmpp_2m_hb"
 
     def step(x, sigma, sigma_next, denoised, ctx):
+        s, s_next = float(sigma), float(sigma_next)
         previous, u = ctx.state.get(key, (None, None))
-        if float(sigma_next) == 0:
-            ctx.state[key] = ((denoised, sigma), u)
+        ctx.state[key] = ((denoised, s), u)
+        if s_next == 0:
             return denoised
-        h = sigma.log() - sigma_next.log()
         if previous is None:
             d_hat = denoised
         else:
-            old_denoised, old_sigma = previous
-            r = (old_sigma.log() - sigma.log()) / h
-            d_hat = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+            d_hat = _dpmpp_2m_combination(denoised, s, s_next, *previous)
             u = d_hat if u is None else (1.0 - beta) * u + beta * d_hat
             d_hat = u
-        ctx.state[key] = ((denoised, sigma), u)
-        return (sigma_next / sigma) * x - torch.expm1(-h) * d_hat
+            ctx.state[key] = ((denoised, s), u)
+        return _dpmpp_update(x, s, s_next, d_hat)
 
     return step
 

@@ -38,6 +38,7 @@ sense in that direction.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,7 +76,7 @@ class SamplerContext:
 
 
 def _evaluate(model: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    denoised = model(x, sigma * x.new_ones(x.shape[0]))
+    denoised = model(x, x.new_full((x.shape[0],), float(sigma)))
     if not isinstance(denoised, torch.Tensor) or denoised.shape != x.shape:
         got = tuple(denoised.shape) if isinstance(denoised, torch.Tensor) else type(denoised).__name__
         raise ValueError(f"model must return a denoised tensor of the shape of x {tuple(x.shape)}, got {got}")
@@ -215,15 +216,28 @@ def _ancestral(sigma, sigma_next, eta):
     return up, (sigma_next**2 - up**2).clamp_min(0).sqrt()
 
 
+def _ancestral_floats(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+    """:func:`_ancestral` on Python floats (the steps' hot path)."""
+    if eta == 0:
+        return 0.0, sigma_next
+    up = min(sigma_next, eta * sigma_next * math.sqrt(max(sigma * sigma - sigma_next * sigma_next, 0.0)) / sigma)
+    return up, math.sqrt(max(sigma_next * sigma_next - up * up, 0.0))
+
+
 @accepts(eta=Real(ge=0), s_noise=Real(ge=0), output="any")  # returns a step function
 def ancestral_step(eta: float = 1.0, s_noise: float = 1.0):
     """The ancestral step with parameter :math:`\\eta`: Euler to :math:`\\sigma_{down}`, then
     :math:`s_{noise}\\,\\sigma_{up}` times fresh noise (none on the last step)."""
+    # The scalar arithmetic runs on Python floats: a 0-dim tensor operation costs microseconds, as much as the
+    # whole update of a small batch. eta = 0 is the Euler step itself (bit for bit).
     def step(x, sigma, sigma_next, denoised, ctx):
-        up, down = _ancestral(sigma, sigma_next, eta)
-        x = x + _to_derivative(x, sigma, denoised) * (down - sigma)
-        if float(sigma_next) > 0 and eta > 0:
-            x = x + ctx.noise(x) * s_noise * up
+        if eta == 0:
+            return euler_step(x, sigma, sigma_next, denoised, ctx)
+        s, s_next = float(sigma), float(sigma_next)
+        up, down = _ancestral_floats(s, s_next, eta)
+        x = x + (x - denoised) * ((down - s) / s)
+        if s_next > 0:
+            x = x + ctx.noise(x) * (s_noise * up)
         return x
     step.eta, step.s_noise = eta, s_noise
     return step
@@ -237,16 +251,25 @@ def dpmpp_2m_step(x, sigma, sigma_next, denoised, ctx):
         \\hat D = \\Bigl(1 + \\frac{1}{2r}\\Bigr) D_i - \\frac{1}{2r} D_{i-1}, \\quad r = h_{i-1}/h,
 
     first order (:math:`\\hat D = D_i`) on the first step and on the last (:math:`\\sigma_{next} = 0`)."""
+    s, s_next = float(sigma), float(sigma_next)
     previous = ctx.state.get("dpmpp_2m")
-    ctx.state["dpmpp_2m"] = (denoised, sigma)
-    if float(sigma_next) == 0:
+    ctx.state["dpmpp_2m"] = (denoised, s)
+    if s_next == 0:
         return denoised
-    h = sigma.log() - sigma_next.log()
     if previous is not None:
-        old_denoised, old_sigma = previous
-        r = (old_sigma.log() - sigma.log()) / h
-        denoised = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-    return (sigma_next / sigma) * x - torch.expm1(-h) * denoised
+        denoised = _dpmpp_2m_combination(denoised, s, s_next, *previous)
+    return _dpmpp_update(x, s, s_next, denoised)
+
+
+def _dpmpp_2m_combination(denoised, s: float, s_next: float, old_denoised, old_s: float):
+    """:math:`\\hat D = (1 + \\frac{1}{2r}) D_i - \\frac{1}{2r} D_{i-1}` on float levels (variants reuse it)."""
+    c = (math.log(s) - math.log(s_next)) / (2 * (math.log(old_s) - math.log(s)))  # 1 / (2r)
+    return denoised * (1 + c) - old_denoised * c
+
+
+def _dpmpp_update(x, s: float, s_next: float, denoised):
+    """The first-order data-prediction update :math:`\\frac{\\sigma_{next}}{\\sigma} x - (e^{-h} - 1) \\hat D`."""
+    return x * (s_next / s) - denoised * math.expm1(math.log(s_next) - math.log(s))
 
 
 # -- samplers ------------------------------------------------------------------------------------------------------
