@@ -64,6 +64,10 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    # smoke: 25 pretraining and 9 fine-tuning steps; the full budget decides
+    "ddo:ddo_beats_continued_mle": "not_reproduced",
+    # smoke: 4 training steps leave both consistency models untrained; the full budget decides
+    "improved-lcm:improved_lcm_beats_ict": "not_reproduced",
     # smoke: 20 training steps learn nothing; the full budget decides
     "enhanced-diffusion-study:ddim_cfg_beats_ddpm": "not_reproduced",
     "one-more-step:oms_restores_brightness_range": "reproduced",

@@ -106,6 +106,8 @@ from paperzoo.diffusion.reflected_diffusion import (CosineSeriesDensity, cosine_
                                                     sample_reflected_em)
 from paperzoo.diffusion.one_more_step import (one_more_step, one_more_step_denoiser, oms_loss, sample_one_more_step,
                                               train_one_more_step)
+from paperzoo.diffusion.improved_lcm import (cauchy_loss, adaptive_c, improved_lcm_loss, train_improved_lcm)
+from paperzoo.diffusion.ddo import (ddo_loss, ddo_log_ratio, ddo_round)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -185,4 +187,6 @@ __all__ = [
     "CosineSeriesDensity", "cosine_series_estimate", "minimax_terms", "neumann_heat_kernel", "reflect_unit",
     "reflected_step", "sample_reflected_em",
     "one_more_step", "one_more_step_denoiser", "oms_loss", "sample_one_more_step", "train_one_more_step",
+    "cauchy_loss", "adaptive_c", "improved_lcm_loss", "train_improved_lcm",
+    "ddo_loss", "ddo_log_ratio", "ddo_round",
 ]
