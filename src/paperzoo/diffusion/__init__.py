@@ -108,6 +108,10 @@ from paperzoo.diffusion.one_more_step import (one_more_step, one_more_step_denoi
                                               train_one_more_step)
 from paperzoo.diffusion.improved_lcm import (cauchy_loss, adaptive_c, improved_lcm_loss, train_improved_lcm)
 from paperzoo.diffusion.ddo import (ddo_loss, ddo_log_ratio, ddo_round)
+from paperzoo.diffusion.hspace import (BottleneckMLP, HSpaceRecord, PCADirections, JacobianDirections, hspace_shift,
+                                       record_hspace, pca_directions, supervised_direction, project_out,
+                                       jacobian_directions, hspace_jacobian_directions,
+                                       trajectory_jacobian_directions)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -189,4 +193,7 @@ __all__ = [
     "one_more_step", "one_more_step_denoiser", "oms_loss", "sample_one_more_step", "train_one_more_step",
     "cauchy_loss", "adaptive_c", "improved_lcm_loss", "train_improved_lcm",
     "ddo_loss", "ddo_log_ratio", "ddo_round",
+    "BottleneckMLP", "HSpaceRecord", "PCADirections", "JacobianDirections", "hspace_shift", "record_hspace",
+    "pca_directions", "supervised_direction", "project_out", "jacobian_directions", "hspace_jacobian_directions",
+    "trajectory_jacobian_directions",
 ]
