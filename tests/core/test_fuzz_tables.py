@@ -33,6 +33,7 @@ EXEMPT = {
     "paperzoo.optim.GRAD_K": "a constant: the table of Lion-K gradient maps",
     "paperzoo.divergences.ESTIMATORS": "a constant: the table of mutual-information bounds",
     "paperzoo.diffusion.PREDICTIONS": "a constant: the prediction targets",
+    "paperzoo.diffusion.INNER_PARAMETRIZATIONS": "a constant: the DiffEnc inner-encoder choices",
     "paperzoo.diffusion.SPACES": "a constant: the state conventions",
     "paperzoo.diffusion.SAMPLERS": "a constant: the table of samplers",
     "paperzoo.diffusion.COUPLINGS": "a constant: the minibatch couplings",

@@ -112,6 +112,14 @@ from paperzoo.diffusion.hspace import (BottleneckMLP, HSpaceRecord, PCADirection
                                        record_hspace, pca_directions, supervised_direction, project_out,
                                        jacobian_directions, hspace_jacobian_directions,
                                        trajectory_jacobian_directions)
+from paperzoo.diffusion.ntk_score import (TwoLayerReLU, empirical_ntk, KernelPredictions, ntk_predictions,
+                                          DSMRegressionData, dsm_regression_data, train_gd, early_stopping_time)
+from paperzoo.diffusion.vdm import (LearnedLogSNR, LinearLogSNR, VDMTerms, vdm_nelbo, vdm_diffusion_loss,
+                                    sample_vdm_times, schedule_with_derivative, eps_model_from_network,
+                                    mixture_eps_model, diagonal_gaussian_eps_model, gaussian_vdm_terms, train_vdm,
+                                    bits_per_dim)
+from paperzoo.diffusion.diffenc import (DiffEncEncoder, diffenc_encoder, diffenc_mean, weighted_diffusion_loss,
+                                        optimal_variance_ratio, INNER_PARAMETRIZATIONS)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -196,4 +204,11 @@ __all__ = [
     "BottleneckMLP", "HSpaceRecord", "PCADirections", "JacobianDirections", "hspace_shift", "record_hspace",
     "pca_directions", "supervised_direction", "project_out", "jacobian_directions", "hspace_jacobian_directions",
     "trajectory_jacobian_directions",
+    "TwoLayerReLU", "empirical_ntk", "KernelPredictions", "ntk_predictions", "DSMRegressionData",
+    "dsm_regression_data", "train_gd", "early_stopping_time",
+    "LearnedLogSNR", "LinearLogSNR", "VDMTerms", "vdm_nelbo", "vdm_diffusion_loss", "sample_vdm_times",
+    "schedule_with_derivative", "eps_model_from_network", "mixture_eps_model", "diagonal_gaussian_eps_model",
+    "gaussian_vdm_terms", "train_vdm", "bits_per_dim",
+    "DiffEncEncoder", "diffenc_encoder", "diffenc_mean", "weighted_diffusion_loss", "optimal_variance_ratio",
+    "INNER_PARAMETRIZATIONS",
 ]
