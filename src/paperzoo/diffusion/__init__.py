@@ -120,6 +120,8 @@ from paperzoo.diffusion.vdm import (LearnedLogSNR, LinearLogSNR, VDMTerms, vdm_n
                                     bits_per_dim)
 from paperzoo.diffusion.diffenc import (DiffEncEncoder, diffenc_encoder, diffenc_mean, weighted_diffusion_loss,
                                         optimal_variance_ratio, INNER_PARAMETRIZATIONS)
+from paperzoo.diffusion.sara import (SparseUpdate, sara_masks, sara_threshold, sara_lr, nuclear_norm,
+                                     sara_rank_penalty, finetune_sara)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -211,4 +213,6 @@ __all__ = [
     "gaussian_vdm_terms", "train_vdm", "bits_per_dim",
     "DiffEncEncoder", "diffenc_encoder", "diffenc_mean", "weighted_diffusion_loss", "optimal_variance_ratio",
     "INNER_PARAMETRIZATIONS",
+    "SparseUpdate", "sara_masks", "sara_threshold", "sara_lr", "nuclear_norm", "sara_rank_penalty",
+    "finetune_sara",
 ]
