@@ -21,7 +21,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 
 # k-diffusion's metadata asks for its training stack (wandb, torchvision, CLIP, ...) and torchcfm's for torchdyn,
 # pandas and more; the tests use only their samplers and flow matchers, whose imports the dev extras cover.
-NO_DEPS_REFERENCES := k-diffusion==0.1.1.post1 torchcfm==1.0.7
+# BackPACK's asks for torchvision, which its per-sample-gradient extensions for Linear/Conv layers do not import;
+# einops and unfoldNd are the two it does import. PyHessian 0.1 declares only numpy and torch.
+NO_DEPS_REFERENCES := k-diffusion==0.1.1.post1 torchcfm==1.0.7 pyhessian==0.1 backpack-for-pytorch==1.7.1 \
+	einops==0.8.2 unfoldNd==0.2.3
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(PIP) -e ".[dev]"
