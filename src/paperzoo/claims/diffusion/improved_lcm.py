@@ -31,16 +31,15 @@ import math
 
 import torch
 
+from paperzoo.claims.diffusion.ict import _evaluator, _val_score  # the iCT claim's one- and two-step SW2^2
 from paperzoo.core import ClaimContext, ClaimResult, claim
 from paperzoo.core.evidence import Control, fmt_mean_std, paired_comparison, tune
-from paperzoo.diffusion.consistency import ConsistencyModel, sample_consistency, train_consistency
+from paperzoo.diffusion.consistency import ConsistencyModel, train_consistency
 from paperzoo.diffusion.improved_lcm import train_improved_lcm
 from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
 from paperzoo.diffusion.training import MLPDenoiser
-from paperzoo.transport import sliced_wasserstein
 
 MARGIN = math.log(1.25)
-TWO_STEP_TAU = 0.821
 OUTLIER_MASS, OUTLIER_RADIUS = 0.05, 4.0
 CRITERION = (
     "8-Gaussian circle (radius 0.7, std 0.1) contaminated by 5% impulsive outliers (4 components, std 0.1, radius "
@@ -75,27 +74,6 @@ def _run(train_gm, arm: str, lr: float, steps: int, seed: int, evaluate) -> dict
     model = ConsistencyModel(MLPDenoiser(2, 128, 3, prediction="x0", space="ve"))
     _train(arm, model, lambda n, g: train_gm.sample(n, generator=g), steps, lr, seed)
     return evaluate(model)
-
-
-def _evaluator(clean, n: int, seed: int, proj: torch.Tensor):
-    g = torch.Generator().manual_seed(seed)
-    ref = clean.sample(n, generator=g)
-    start = 80.0 * torch.randn(n, 2, generator=g)
-    schedules = {"one_step": torch.tensor([80.0, 0.0]), "two_step": torch.tensor([80.0, TWO_STEP_TAU, 0.0])}
-
-    def evaluate(model):
-        out = {}
-        with torch.no_grad():
-            for name, sigmas in schedules.items():
-                x = sample_consistency(model, start, sigmas, generator=torch.Generator().manual_seed(seed + 1))
-                out[name] = float(sliced_wasserstein(x, ref, projections=proj))
-        return out
-
-    return evaluate
-
-
-def _val_score(out: dict) -> float:
-    return 0.5 * (math.log(out["one_step"]) + math.log(out["two_step"]))
 
 
 @claim(
