@@ -122,6 +122,9 @@ from paperzoo.diffusion.diffenc import (DiffEncEncoder, diffenc_encoder, diffenc
                                         optimal_variance_ratio, INNER_PARAMETRIZATIONS)
 from paperzoo.diffusion.sara import (SparseUpdate, sara_masks, sara_threshold, sara_lr, nuclear_norm,
                                      sara_rank_penalty, finetune_sara)
+from paperzoo.diffusion.log_variance_sampler import (ControlMLP, path_log_rnd, reverse_kl_loss, log_variance_loss,
+                                                     sample_pis, log_normalizer_estimates, train_pis_sampler,
+                                                     gaussian_optimal_control)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -215,4 +218,6 @@ __all__ = [
     "INNER_PARAMETRIZATIONS",
     "SparseUpdate", "sara_masks", "sara_threshold", "sara_lr", "nuclear_norm", "sara_rank_penalty",
     "finetune_sara",
+    "ControlMLP", "path_log_rnd", "reverse_kl_loss", "log_variance_loss", "sample_pis",
+    "log_normalizer_estimates", "train_pis_sampler", "gaussian_optimal_control",
 ]
