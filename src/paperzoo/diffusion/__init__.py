@@ -125,6 +125,8 @@ from paperzoo.diffusion.sara import (SparseUpdate, sara_masks, sara_threshold, s
 from paperzoo.diffusion.log_variance_sampler import (ControlMLP, path_log_rnd, reverse_kl_loss, log_variance_loss,
                                                      sample_pis, log_normalizer_estimates, train_pis_sampler,
                                                      gaussian_optimal_control)
+from paperzoo.diffusion.mulan import (PolynomialNoiseSchedule, GaussianContextEncoder, MuLANEpsNetwork, MuLANTerms,
+                                      gaussian_context_kl, mulan_eps_model, mulan_nelbo, train_mulan)
 
 __all__ = [
     "GaussianMixture", "mixture_on_circle",
@@ -220,4 +222,6 @@ __all__ = [
     "finetune_sara",
     "ControlMLP", "path_log_rnd", "reverse_kl_loss", "log_variance_loss", "sample_pis",
     "log_normalizer_estimates", "train_pis_sampler", "gaussian_optimal_control",
+    "PolynomialNoiseSchedule", "GaussianContextEncoder", "MuLANEpsNetwork", "MuLANTerms", "gaussian_context_kl",
+    "mulan_eps_model", "mulan_nelbo", "train_mulan",
 ]

@@ -27,8 +27,8 @@ import math
 
 import torch
 
+from paperzoo.claims.diffusion._likelihood import nelbo_against_vdm
 from paperzoo.core import ClaimContext, ClaimResult, claim
-from paperzoo.core.evidence import fmt_mean_std, paired_comparison, paired_control, tune
 from paperzoo.diffusion.diffenc import DiffEncEncoder, diffenc_encoder
 from paperzoo.diffusion.mixture import GaussianMixture, mixture_on_circle
 from paperzoo.diffusion.training import MLPDenoiser
@@ -86,38 +86,7 @@ def diffenc_lowers_nelbo(ctx: ClaimContext) -> ClaimResult:
     iso = GaussianMixture(torch.zeros(1, 2), 0.09 * torch.eye(2)[None])
     steps = ctx.pick(smoke=8, full=600)
     n_val, n_test, repeats = ctx.pick(smoke=(128, 256, 1), full=(4096, 8192, 4))
-    seeds = ctx.seeds(4)
-    tune_seed, seeds = seeds[0], seeds[1:]
-    methods = ("diffenc", "vdm")
-
-    val = _evaluator(gm, n_val, 1, tune_seed + 11)
-
-    def evaluator(method):
-        return lambda lr: val(*_train(gm, method, lr, steps, tune_seed))
-
-    sel = tune({m: evaluator(m) for m in methods}, [1e-3, 3e-3], bounds=(3e-4, 1e-2), max_extensions=1)
-    lr = {m: s.best for m, s in sel.items()}
-
-    results = {"main": {m: [] for m in methods}, "control": {m: [] for m in methods}}
-    for seed in seeds:
-        for arm, data in (("main", gm), ("control", iso)):
-            test = _evaluator(data, n_test, repeats, seed + 101)
-            for m in methods:
-                results[arm][m].append(test(*_train(data, m, lr[m], steps, seed)))
-
-    main, ctrl = results["main"], results["control"]
-    cmp = paired_comparison(main["diffenc"], main["vdm"])
-    control, ctrl_cmp = paired_control(
-        "isotropic Gaussian N(0, 0.3^2 I) data (nothing for the encoder to simplify), DiffEnc vs VDM at the tuned lrs",
-        ctrl["diffenc"], ctrl["vdm"])
-    headline = (f"test NELBO (bits/dim) {fmt_mean_std(main['diffenc'])} (DiffEnc) vs {fmt_mean_std(main['vdm'])} "
-                f"(VDM), paired gain {cmp.diff_mean:.4f} ± {cmp.diff_se:.4f} SE; lr {lr['diffenc']:g} / "
-                f"{lr['vdm']:g}; control (isotropic Gaussian) gain {ctrl_cmp.diff_mean:.4f} ± {ctrl_cmp.diff_se:.4f}")
-    return ClaimResult.decide(
-        cmp.wins,
-        metrics={"nelbo_bpd": main, "control_nelbo_bpd": ctrl, "gain": cmp.as_metrics(), "lr": lr,
-                 "tuning": {k: s.as_metrics() for k, s in sel.items()}, "steps": steps},
-        baseline={"vdm_nelbo_bpd": main["vdm"]},
-        headline=headline,
-        control=control,
-    )
+    return nelbo_against_vdm(ctx, method="diffenc", label="DiffEnc", data=gm, control_data=iso, train=_train,
+                             evaluator=_evaluator, steps=steps, n_val=n_val, n_test=n_test, repeats=repeats,
+                             control_text=("isotropic Gaussian N(0, 0.3^2 I) data (nothing for the encoder to "
+                                           "simplify), DiffEnc vs VDM at the tuned lrs"))
