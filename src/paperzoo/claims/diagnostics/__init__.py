@@ -1,0 +1,1 @@
+"""Claim checks for paperzoo.diagnostics papers."""
