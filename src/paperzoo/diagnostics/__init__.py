@@ -3,6 +3,19 @@
 from paperzoo.diagnostics.hessian import (class_wise_hessian_extremes, hvp_operator, lanczos, LanczosResult,
                                           PowerResult, top_eigenvalue)
 from paperzoo.diagnostics.trajectories import gd_trajectory, Trajectory
+from paperzoo.diagnostics.neural_collapse import (neural_collapse_metrics, NeuralCollapseMetrics, class_mean_geometry,
+                                                  ClassMeanGeometry, simplex_etf)
+from paperzoo.diagnostics.gradient_noise import (PerSampleGradients, GradientStatistics, NoiseScaleEstimate,
+                                                 TradeoffFit, HessianNoiseScale, per_sample_gradients,
+                                                 gradient_statistics, simple_noise_scale, two_batch_noise_scale,
+                                                 steps_examples_tradeoff, critical_batch_size, fit_steps_examples,
+                                                 hessian_weighted_noise_scale)
 
-__all__ = ["class_wise_hessian_extremes", "gd_trajectory", "hvp_operator", "lanczos", "LanczosResult", "PowerResult",
-           "top_eigenvalue", "Trajectory"]
+__all__ = [
+    "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
+    "gd_trajectory", "Trajectory",
+    "neural_collapse_metrics", "NeuralCollapseMetrics", "class_mean_geometry", "ClassMeanGeometry", "simplex_etf",
+    "PerSampleGradients", "GradientStatistics", "NoiseScaleEstimate", "TradeoffFit", "HessianNoiseScale",
+    "per_sample_gradients", "gradient_statistics", "simple_noise_scale", "two_batch_noise_scale",
+    "steps_examples_tradeoff", "critical_batch_size", "fit_steps_examples", "hessian_weighted_noise_scale",
+]
