@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paperzoo.diagnostics.hessian import (class_wise_hessian_extremes, hvp_operator, lanczos, top_eigenvalue)
+from paperzoo.diagnostics.hessian import (class_wise_hessian_extremes, gauss_newton_operator, gradient_eigenspace_overlap,
+                                          hessian_operator, hutchinson_trace, hvp_operator, lanczos, sharpness_threshold,
+                                          spectral_density, stability_ratio, top_eigenpairs, top_eigenvalue)
 
 
 def _sym(n, seed=0):
@@ -213,3 +215,231 @@ def test_power_iteration_bounded_by_spectral_radius(n, seed):
                              generator=torch.Generator().manual_seed(seed))
     assert abs(res.eigenvalue) <= radius * (1 + 1e-9) + 1e-12
     assert res.vector.shape == (n,) and float(res.vector.norm()) == pytest.approx(1.0)
+
+
+# -- curvature toolkit: model-level operators against dense Hessians, eigenpairs, trace, density, overlap --------
+
+
+def _mlp_problem(seed=3, n_points=40):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_points, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n_points,), generator=g)
+    return model, x, y
+
+
+def _flat_fn(model, x):
+    """``theta0`` and ``theta -> model outputs`` on the flat parameter vector (the dense reference route)."""
+    named = list(model.named_parameters())
+    sizes = [p.numel() for _, p in named]
+
+    def out(flat):
+        state = {nm: c.view(p.shape) for (nm, p), c in zip(named, torch.split(flat, sizes))}
+        return torch.func.functional_call(model, state, (x,))
+
+    return torch.cat([p.detach().reshape(-1) for _, p in named]), out
+
+
+def _dense_H_and_G(model, loss_fn, x, y):
+    theta0, out = _flat_fn(model, x)
+    H = torch.func.hessian(lambda th: loss_fn(out(th), y))(theta0)
+    J = torch.func.jacrev(out)(theta0).reshape(-1, theta0.numel())
+    out0 = out(theta0).detach()
+    H_out = torch.func.hessian(lambda z: loss_fn(z.view(out0.shape), y))(out0.reshape(-1))
+    return H, J.T @ H_out @ J
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_model_operators_match_dense_hessian_and_gauss_newton(loss):
+    model, x, y = _mlp_problem()
+    if loss == "ce":
+        loss_fn, targets = F.cross_entropy, y
+    else:
+        loss_fn, targets = F.mse_loss, torch.randn(x.shape[0], 3, generator=torch.Generator().manual_seed(5),
+                                                     dtype=torch.float64)
+    H, G = _dense_H_and_G(model, loss_fn, x, targets)
+    n = H.shape[0]
+    V = torch.randn(4, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for mode in ("auto", "forward", "reverse") if loss == "ce" else ("auto", "reverse"):
+        hv, dim = hessian_operator(model, loss_fn, x, targets, mode=mode)
+        assert dim == n
+        torch.testing.assert_close(hv(V[0]), H @ V[0], rtol=0, atol=1e-10)
+        torch.testing.assert_close(hv(V), V @ H, rtol=0, atol=1e-10)  # a (b, n) block, vmapped
+    gv, _ = gauss_newton_operator(model, loss_fn, x, targets)
+    torch.testing.assert_close(gv(V[0]), G @ V[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(gv(V), V @ G, rtol=0, atol=1e-10)
+    # the double-backprop operator agrees, and G is PSD while H of this tanh net is not equal to it
+    old, _ = hvp_operator(lambda: loss_fn(model(x), targets), list(model.parameters()))
+    torch.testing.assert_close(old(V[1]), H @ V[1], rtol=0, atol=1e-10)
+    assert float(torch.linalg.eigvalsh(G)[0]) > -1e-10 and float((H - G).abs().max()) > 1e-6
+
+
+def test_gauss_newton_equals_hessian_for_a_linear_model():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).double()
+    x = torch.randn(10, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (10,))
+    hv, n = hessian_operator(model, F.cross_entropy, x, y)
+    gv, _ = gauss_newton_operator(model, F.cross_entropy, x, y)
+    V = torch.randn(3, n, dtype=torch.float64)
+    torch.testing.assert_close(gv(V), hv(V), rtol=0, atol=1e-12)
+
+
+def test_float32_operators_keep_dtype():
+    model, x, y = _mlp_problem()
+    model, x = model.float(), x.float()
+    hv, n = hessian_operator(model, F.cross_entropy, x, y)
+    v = torch.randn(n)
+    assert hv(v).dtype == torch.float32
+    H, _ = _dense_H_and_G(model.double(), F.cross_entropy, x.double(), y)
+    torch.testing.assert_close(hv(v).double(), H @ v.double(), rtol=1e-4, atol=1e-5)
+
+
+def test_top_eigenpairs_match_eigh():
+    A = _sym(30, seed=4)
+    evals, evecs = torch.linalg.eigh(A)
+    for which, order in (("largest", evals.flip(0)), ("smallest", evals),
+                         ("magnitude", evals[torch.argsort(-evals.abs())])):
+        res = top_eigenpairs(lambda v: A @ v, 30, 4, which=which, generator=torch.Generator().manual_seed(0))
+        assert res.converged and res.n_iter <= 30 and res.eigenvectors.shape == (4, 30)
+        torch.testing.assert_close(res.eigenvalues, order[:4], rtol=0, atol=1e-9)
+        # each Ritz vector is an eigenvector (up to sign), and they are orthonormal
+        torch.testing.assert_close(res.eigenvectors @ A @ res.eigenvectors.T, torch.diag(res.eigenvalues),
+                                   rtol=0, atol=1e-8)
+        torch.testing.assert_close(res.eigenvectors @ res.eigenvectors.T, torch.eye(4, dtype=torch.float64),
+                                   rtol=0, atol=1e-10)
+        assert float(res.residuals.max()) <= 1e-8 * float(evals.abs().max())
+
+
+def test_top_eigenpairs_hessian_of_mlp_and_a_repeated_eigenvalue():
+    model, x, y = _mlp_problem()
+    H, _ = _dense_H_and_G(model, F.cross_entropy, x, y)
+    evals = torch.linalg.eigvalsh(H)
+    hv, n = hessian_operator(model, F.cross_entropy, x, y)
+    res = top_eigenpairs(hv, n, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(res.eigenvalues, evals.flip(0)[:3], rtol=0, atol=1e-9)
+    # eigenvalue 2 of multiplicity 3: one Krylov space sees it once; the restart after breakdown finds the rest
+    A = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0, 0.5], dtype=torch.float64))
+    res = top_eigenpairs(lambda v: A @ v, 5, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(res.eigenvalues, torch.full((3,), 2.0, dtype=torch.float64), rtol=0, atol=1e-10)
+    with pytest.warns(RuntimeWarning, match="top_eigenpairs did not reach tol=0.0 in max_iter=3"):
+        top_eigenpairs(lambda v: _sym(30, 4) @ v, 30, 2, max_iter=3, tol=0.0)
+
+
+def test_hutchinson_trace_within_its_standard_error():
+    model, x, y = _mlp_problem()
+    H, _ = _dense_H_and_G(model, F.cross_entropy, x, y)
+    hv, n = hessian_operator(model, F.cross_entropy, x, y)
+    one = hutchinson_trace(hv, n, 200, batch_size=100, generator=torch.Generator().manual_seed(0))
+    single = hutchinson_trace(hv, n, 20, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(single.samples, one.samples[:20], rtol=0, atol=1e-10)  # same probes, one at a time
+    exact = float(torch.trace(H))
+    assert one.num_samples == 200 and one.std_error > 0
+    assert abs(one.trace - exact) <= 3 * one.std_error
+    # the standard error matches the closed-form Rademacher variance 2 (||H||_F^2 - sum_j H_jj^2) / m
+    sd = (2 * (float((H ** 2).sum()) - float((torch.diag(H) ** 2).sum())) / 200) ** 0.5
+    assert one.std_error == pytest.approx(sd, rel=0.3)
+
+
+def test_spectral_density_integrates_to_one_with_mean_trace_over_n():
+    A = _sym(40, seed=7)
+    evals = torch.linalg.eigvalsh(A)
+    sd = spectral_density(lambda v: A @ v, 40, 30, 40, 4001, 0.05, generator=torch.Generator().manual_seed(0))
+    assert sd.nodes.shape == (30, 40) and sd.weights.shape == (30, 40)
+    torch.testing.assert_close(sd.weights.sum(1), torch.ones(30, dtype=torch.float64), rtol=0, atol=1e-10)
+    assert float(torch.trapezoid(sd.density, sd.grid)) == pytest.approx(1.0, abs=1e-6)
+    per_probe = (sd.weights * sd.nodes).sum(1)  # = q^T A q for each unit start vector q
+    mean = float(torch.trapezoid(sd.grid * sd.density, sd.grid))
+    assert mean == pytest.approx(float(per_probe.mean()), abs=1e-6)
+    se = float(per_probe.std()) / 30 ** 0.5
+    assert abs(mean - float(torch.trace(A)) / 40) <= 3 * se
+    # full Lanczos: the nodes are the eigenvalues themselves
+    torch.testing.assert_close(sd.nodes[0], evals, rtol=0, atol=1e-8)
+    # default grid and sigma, and a breakdown (diagonal with repeats) padded with zero-weight nodes
+    D = torch.diag(torch.tensor([1.0, 1.0, 3.0], dtype=torch.float64))
+    sd = spectral_density(lambda v: D @ v, 3, 2, 3)
+    assert sd.nodes.shape == (2, 3) and sd.grid.shape == (1000,) and sd.sigma == pytest.approx(0.02)
+    assert float(torch.trapezoid(sd.density, sd.grid)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_gradient_overlap_and_stability():
+    V = torch.eye(4, dtype=torch.float64)[:2]
+    g = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(gradient_eigenspace_overlap(g, V), torch.tensor([0.5, 1.0], dtype=torch.float64))
+    # the gradient of the MLP loss against its dense top eigenspace: ||P g||^2 / ||g||^2 from eigh
+    model, x, y = _mlp_problem()
+    H, _ = _dense_H_and_G(model, F.cross_entropy, x, y)
+    theta0, out = _flat_fn(model, x)
+    grad = torch.func.grad(lambda th: F.cross_entropy(out(th), y))(theta0)
+    evecs = torch.linalg.eigh(H).eigenvectors[:, -3:]
+    hv, n = hessian_operator(model, F.cross_entropy, x, y)
+    top = top_eigenpairs(hv, n, 3, generator=torch.Generator().manual_seed(0))
+    expected = float((evecs.T @ grad).square().sum() / grad.square().sum())
+    assert float(gradient_eigenspace_overlap(grad, top.eigenvectors)) == pytest.approx(expected, abs=1e-9)
+    assert sharpness_threshold(0.01) == 200.0 and stability_ratio(250.0, 0.01) == 1.25
+
+
+def test_curvature_errors():
+    model, x, y = _mlp_problem()
+    with pytest.raises(ValueError, match=r"targets must have 40 rows \(one per row of inputs\), got shape \(39,\)"):
+        hessian_operator(model, F.cross_entropy, x, y[:39])
+    with pytest.raises(TypeError, match=r"inputs must have the dtype of the model's parameters \(torch.float64\)"):
+        gauss_newton_operator(model, F.cross_entropy, x.float(), y)
+    with pytest.raises(ValueError, match="loss_fn must return a scalar tensor, got shape \\(40,\\)"):
+        hessian_operator(model, lambda o, t: F.cross_entropy(o, t, reduction="none"), x, y)
+    with pytest.raises(ValueError, match="model must have parameters that require grad, got none"):
+        hessian_operator(_mlp_problem()[0].requires_grad_(False), F.cross_entropy, x, y)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        hessian_operator(model, F.cross_entropy, x, y, mode="twice")
+    hv, n = hessian_operator(model, F.cross_entropy, x, y)
+    with pytest.raises(ValueError, match=rf"v must be a tensor of shape \({n},\) or \(b, {n}\)"):
+        hv(torch.ones(n + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="k must be <= n \\(4\\), got 5"):
+        top_eigenpairs(lambda v: v, 4, 5)
+    with pytest.raises(ValueError, match="which must be one of"):
+        top_eigenpairs(lambda v: v, 4, 1, which="biggest")
+    with pytest.raises(ValueError, match="num_samples must be >= 2, got 1"):
+        hutchinson_trace(lambda v: v, 4, 1)
+    with pytest.raises(ValueError, match=r"matvec must return a tensor of the shape of its input \(3, 4\)"):
+        hutchinson_trace(lambda v: v[0], 4, 6, batch_size=3)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        spectral_density(lambda v: v, 4, sigma=0.0)
+    with pytest.raises(TypeError, match=r"grid must have dtype torch.float64"):
+        spectral_density(lambda v: v, 4, grid=torch.linspace(0, 1, 5))
+    V = torch.eye(3, dtype=torch.float64)[:2]
+    with pytest.raises(ValueError, match="eigenvectors must have orthonormal rows \\(V V\\^T = I\\), got a deviation"):
+        gradient_eigenspace_overlap(torch.ones(3, dtype=torch.float64), 2 * V)
+    with pytest.raises(ValueError, match="gradient must be nonzero"):
+        gradient_eigenspace_overlap(torch.zeros(3, dtype=torch.float64), V)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        sharpness_threshold(0.0)
+    with pytest.raises(ValueError, match="top_eigenvalue must be finite"):
+        stability_ratio(float("nan"), 0.1)
+
+
+def test_pyhessian_agrees_on_top_eigenvalue_and_trace():
+    from pyhessian import hessian as PyHessian
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    H, _ = _dense_H_and_G(model.double(), F.cross_entropy, x.double(), y)
+    model = model.float()
+    exact_top, exact_trace = float(torch.linalg.eigvalsh(H)[-1]), float(torch.trace(H))
+    torch.manual_seed(1)  # PyHessian draws its vectors from the global generator
+    ph = PyHessian(model, F.cross_entropy, data=(x, y), cuda=False)
+    ph_top = ph.eigenvalues(maxIter=500, tol=1e-6, top_n=1)[0][0]
+    ph_samples = ph.trace(maxIter=300, tol=0.0)
+    model.zero_grad(set_to_none=True)
+    hv, n = hessian_operator(model, F.cross_entropy, x, y)
+    ours = top_eigenpairs(hv, n, 1, tol=1e-6, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    assert float(ours.eigenvalues[0]) == pytest.approx(exact_top, rel=1e-4)
+    assert ph_top == pytest.approx(exact_top, rel=1e-3)
+    assert float(ours.eigenvalues[0]) == pytest.approx(ph_top, rel=2e-3)
+    tr = hutchinson_trace(hv, n, 300, batch_size=100, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    ph_mean = sum(ph_samples) / len(ph_samples)
+    assert len(ph_samples) == 300
+    assert abs(tr.trace - exact_trace) <= 3 * tr.std_error
+    assert abs(ph_mean - exact_trace) <= 3 * tr.std_error  # same estimator, same number of probes, same spread

@@ -1,7 +1,10 @@
 """Training-dynamics measurements: Hessian spectra, trajectories, noise scales, stability."""
 
-from paperzoo.diagnostics.hessian import (class_wise_hessian_extremes, hvp_operator, lanczos, LanczosResult,
-                                          PowerResult, top_eigenvalue)
+from paperzoo.diagnostics.hessian import (class_wise_hessian_extremes, gauss_newton_operator,
+                                          gradient_eigenspace_overlap, hessian_operator, hutchinson_trace,
+                                          hvp_operator, lanczos, LanczosResult, PowerResult, sharpness_threshold,
+                                          SpectralDensity, spectral_density, stability_ratio, top_eigenpairs,
+                                          top_eigenvalue, TopEigenpairs, TraceEstimate)
 from paperzoo.diagnostics.trajectories import gd_trajectory, Trajectory
 from paperzoo.diagnostics.neural_collapse import (neural_collapse_metrics, NeuralCollapseMetrics, class_mean_geometry,
                                                   ClassMeanGeometry, simplex_etf)
@@ -18,4 +21,7 @@ __all__ = [
     "PerSampleGradients", "GradientStatistics", "NoiseScaleEstimate", "TradeoffFit", "HessianNoiseScale",
     "per_sample_gradients", "gradient_statistics", "simple_noise_scale", "two_batch_noise_scale",
     "steps_examples_tradeoff", "critical_batch_size", "fit_steps_examples", "hessian_weighted_noise_scale",
+    "hessian_operator", "gauss_newton_operator", "top_eigenpairs", "TopEigenpairs", "hutchinson_trace",
+    "TraceEstimate", "spectral_density", "SpectralDensity", "gradient_eigenspace_overlap", "sharpness_threshold",
+    "stability_ratio",
 ]
