@@ -64,6 +64,7 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    "forest-smoothers:forests_are_adaptive_smoothers": "reproduced",
     # smoke: 4 training steps; the full budget decides
     "mulan:mulan_lowers_nelbo": "not_reproduced",
     # smoke: 5 Adam steps leave both controls near zero; the full budget decides

@@ -13,6 +13,7 @@ from paperzoo.diagnostics.gradient_noise import (PerSampleGradients, GradientSta
                                                  gradient_statistics, simple_noise_scale, two_batch_noise_scale,
                                                  steps_examples_tradeoff, critical_batch_size, fit_steps_examples,
                                                  hessian_weighted_noise_scale)
+from paperzoo.diagnostics.smoothers import (tree_smoother_weights, knn_smoother_weights, effective_parameters)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -24,4 +25,5 @@ __all__ = [
     "hessian_operator", "gauss_newton_operator", "top_eigenpairs", "TopEigenpairs", "hutchinson_trace",
     "TraceEstimate", "spectral_density", "SpectralDensity", "gradient_eigenspace_overlap", "sharpness_threshold",
     "stability_ratio",
+    "tree_smoother_weights", "knn_smoother_weights", "effective_parameters",
 ]
