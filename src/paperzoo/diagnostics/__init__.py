@@ -14,6 +14,11 @@ from paperzoo.diagnostics.gradient_noise import (PerSampleGradients, GradientSta
                                                  steps_examples_tradeoff, critical_batch_size, fit_steps_examples,
                                                  hessian_weighted_noise_scale)
 from paperzoo.diagnostics.smoothers import (tree_smoother_weights, knn_smoother_weights, effective_parameters)
+from paperzoo.diagnostics.trajectory_pca import (trajectory_pca, TrajectoryPCA, random_walk_pca_prediction,
+                                                 RandomWalkPCAPrediction, lissajous_correlation)
+from paperzoo.diagnostics.spectral_risk import (EffectiveRegularization, RidgeRisk, OptimalRidge, CostOfOverfitting,
+                                                EmpiricalRidgeRisk, effective_regularization, ridge_risk,
+                                                optimal_ridge, cost_of_overfitting, empirical_ridge_risk)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -26,4 +31,8 @@ __all__ = [
     "TraceEstimate", "spectral_density", "SpectralDensity", "gradient_eigenspace_overlap", "sharpness_threshold",
     "stability_ratio",
     "tree_smoother_weights", "knn_smoother_weights", "effective_parameters",
+    "trajectory_pca", "TrajectoryPCA", "random_walk_pca_prediction", "RandomWalkPCAPrediction",
+    "lissajous_correlation",
+    "EffectiveRegularization", "RidgeRisk", "OptimalRidge", "CostOfOverfitting", "EmpiricalRidgeRisk",
+    "effective_regularization", "ridge_risk", "optimal_ridge", "cost_of_overfitting", "empirical_ridge_risk",
 ]
