@@ -19,6 +19,9 @@ from paperzoo.diagnostics.trajectory_pca import (trajectory_pca, TrajectoryPCA, 
 from paperzoo.diagnostics.spectral_risk import (EffectiveRegularization, RidgeRisk, OptimalRidge, CostOfOverfitting,
                                                 EmpiricalRidgeRisk, effective_regularization, ridge_risk,
                                                 optimal_ridge, cost_of_overfitting, empirical_ridge_risk)
+from paperzoo.diagnostics.pretraining import (GaussianMixtureFit, PretrainThenERM, gaussian_mixture_em,
+                                              mixture_posterior, erm_label_map, pretrain_then_erm,
+                                              supervised_plugin_rule, linear_rule_risk, two_component_bayes_error)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -35,4 +38,6 @@ __all__ = [
     "lissajous_correlation",
     "EffectiveRegularization", "RidgeRisk", "OptimalRidge", "CostOfOverfitting", "EmpiricalRidgeRisk",
     "effective_regularization", "ridge_risk", "optimal_ridge", "cost_of_overfitting", "empirical_ridge_risk",
+    "GaussianMixtureFit", "PretrainThenERM", "gaussian_mixture_em", "mixture_posterior", "erm_label_map",
+    "pretrain_then_erm", "supervised_plugin_rule", "linear_rule_risk", "two_component_bayes_error",
 ]
