@@ -64,6 +64,7 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    "deep-linear-nc:deep_linear_collapse_geometry": "reproduced",
     "unsupervised-pretrain-adv:pretraining_beats_supervised": "reproduced",
     "overfitting-cost-krr:power_law_cost_is_tempered": "reproduced",
     # smoke: the SGD trajectory's spectrum falls faster than 1/k^2 (drift-dominated); the full budget decides

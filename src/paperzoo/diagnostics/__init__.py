@@ -22,6 +22,10 @@ from paperzoo.diagnostics.spectral_risk import (EffectiveRegularization, RidgeRi
 from paperzoo.diagnostics.pretraining import (GaussianMixtureFit, PretrainThenERM, gaussian_mixture_em,
                                               mixture_posterior, erm_label_map, pretrain_then_erm,
                                               supervised_plugin_rule, linear_rule_risk, two_component_bayes_error)
+from paperzoo.diagnostics.deep_linear_collapse import (DeepLinearUFMFit, ImbalancedGeometry, GeometryDeviation,
+                                                       LayerwiseCollapse, deep_linear_ufm_loss, train_deep_linear_ufm,
+                                                       imbalanced_mse_geometry, layer_features,
+                                                       imbalanced_geometry_deviation, layerwise_collapse)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -40,4 +44,7 @@ __all__ = [
     "effective_regularization", "ridge_risk", "optimal_ridge", "cost_of_overfitting", "empirical_ridge_risk",
     "GaussianMixtureFit", "PretrainThenERM", "gaussian_mixture_em", "mixture_posterior", "erm_label_map",
     "pretrain_then_erm", "supervised_plugin_rule", "linear_rule_risk", "two_component_bayes_error",
+    "DeepLinearUFMFit", "ImbalancedGeometry", "GeometryDeviation", "LayerwiseCollapse", "deep_linear_ufm_loss",
+    "train_deep_linear_ufm", "imbalanced_mse_geometry", "layer_features", "imbalanced_geometry_deviation",
+    "layerwise_collapse",
 ]
