@@ -26,6 +26,8 @@ from paperzoo.diagnostics.deep_linear_collapse import (DeepLinearUFMFit, Imbalan
                                                        LayerwiseCollapse, deep_linear_ufm_loss, train_deep_linear_ufm,
                                                        imbalanced_mse_geometry, layer_features,
                                                        imbalanced_geometry_deviation, layerwise_collapse)
+from paperzoo.diagnostics.tiny_subspace import (subspace_overlap, random_subspace, SubspaceTracker, subspace_tracker,
+                                                SubspaceTrace)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -47,4 +49,5 @@ __all__ = [
     "DeepLinearUFMFit", "ImbalancedGeometry", "GeometryDeviation", "LayerwiseCollapse", "deep_linear_ufm_loss",
     "train_deep_linear_ufm", "imbalanced_mse_geometry", "layer_features", "imbalanced_geometry_deviation",
     "layerwise_collapse",
+    "subspace_overlap", "random_subspace", "SubspaceTracker", "subspace_tracker", "SubspaceTrace",
 ]
