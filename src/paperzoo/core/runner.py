@@ -60,6 +60,7 @@ def execute_claim(claim_id: str, seed: int, budget: str, figure_dir: str | None,
                   extra_modules: str = "") -> Outcome:
     """Run one claim in the current process and turn any exception into an ``error`` outcome."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     if extra_modules:
         os.environ["PAPERZOO_CLAIM_MODULES"] = extra_modules
@@ -69,7 +70,10 @@ def execute_claim(claim_id: str, seed: int, budget: str, figure_dir: str | None,
     try:
         entry = registered_claims()[claim_id]
         ctx = ClaimContext.create(claim_id, seed, budget, Path(figure_dir) if figure_dir else None)
-        result = entry.run(ctx)
+        # BLAS/OpenMP pools of numpy, scipy and scikit-learn get the same thread budget as torch (one claim per
+        # job must not take every core).
+        with threadpool_limits(limits=max(1, entry.threads or threads)):
+            result = entry.run(ctx)
         return Outcome(claim_id, result.verdict.value, result.metrics, result.baseline, result.reason, "",
                        time.perf_counter() - start, tuple(ctx.figures), result.headline, result.control)
     except Exception:  # noqa: BLE001 - every failure of a claim is data for the report
