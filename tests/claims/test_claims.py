@@ -64,6 +64,9 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    "nb-vs-lr:naive_bayes_needs_fewer_samples": "reproduced",
+    # smoke: 100 tracker batches, B_crit fit from 3 batch sizes; the full budget decides
+    "gradient-noise-scale:noise_scale_predicts_critical_batch": "not_reproduced",
     # smoke: 200 steps, the gradient's top-10 share (~0.28) is below the 0.70 gate; the full budget decides
     "tiny-subspace-gd:gradient_lies_in_top_hessian_subspace": "not_reproduced",
     "deep-linear-nc:deep_linear_collapse_geometry": "reproduced",

@@ -28,6 +28,12 @@ from paperzoo.diagnostics.deep_linear_collapse import (DeepLinearUFMFit, Imbalan
                                                        imbalanced_geometry_deviation, layerwise_collapse)
 from paperzoo.diagnostics.tiny_subspace import (subspace_overlap, random_subspace, SubspaceTracker, subspace_tracker,
                                                 SubspaceTrace)
+from paperzoo.diagnostics.large_batch import (BatchGradientNorms, StepsToTarget, NoiseScaleTracker,
+                                              batch_gradient_norms, dataset_noise_scale, steps_to_target)
+from paperzoo.diagnostics.learning_curves import (LearningCurve, SamplesToReach, GaussianNBParams, learning_curve,
+                                                  samples_to_reach, gaussian_nb_fit, gaussian_nb_log_proba,
+                                                  gaussian_nb_predict, gaussian_nb_fit_predict, bayes_error,
+                                                  naive_bayes_asymptotic_error)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -50,4 +56,9 @@ __all__ = [
     "train_deep_linear_ufm", "imbalanced_mse_geometry", "layer_features", "imbalanced_geometry_deviation",
     "layerwise_collapse",
     "subspace_overlap", "random_subspace", "SubspaceTracker", "subspace_tracker", "SubspaceTrace",
+    "BatchGradientNorms", "StepsToTarget", "NoiseScaleTracker", "batch_gradient_norms", "dataset_noise_scale",
+    "steps_to_target",
+    "LearningCurve", "SamplesToReach", "GaussianNBParams", "learning_curve", "samples_to_reach",
+    "gaussian_nb_fit", "gaussian_nb_log_proba", "gaussian_nb_predict", "gaussian_nb_fit_predict", "bayes_error",
+    "naive_bayes_asymptotic_error",
 ]
