@@ -34,6 +34,14 @@ from paperzoo.diagnostics.learning_curves import (LearningCurve, SamplesToReach,
                                                   samples_to_reach, gaussian_nb_fit, gaussian_nb_log_proba,
                                                   gaussian_nb_predict, gaussian_nb_fit_predict, bayes_error,
                                                   naive_bayes_asymptotic_error)
+from paperzoo.diagnostics.sgd_stability import (SecondMomentOperator, sgd_second_moment_operator, StabilityRadius,
+                                                sgd_stability_radius, HessianCoherence, hessian_coherence,
+                                                StabilityCondition, sgd_stability_condition, LinearizedSGDRuns,
+                                                simulate_linearized_sgd, batch_noise_factor)
+from paperzoo.diagnostics.linear_interpolation import (DeepLinearRegressionFit, ConditionalVariance,
+                                                       min_norm_interpolant, train_deep_linear_regression,
+                                                       linear_excess_risk, conditional_variance,
+                                                       min_norm_conditional_variance)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -61,4 +69,9 @@ __all__ = [
     "LearningCurve", "SamplesToReach", "GaussianNBParams", "learning_curve", "samples_to_reach",
     "gaussian_nb_fit", "gaussian_nb_log_proba", "gaussian_nb_predict", "gaussian_nb_fit_predict", "bayes_error",
     "naive_bayes_asymptotic_error",
+    "SecondMomentOperator", "sgd_second_moment_operator", "StabilityRadius", "sgd_stability_radius",
+    "HessianCoherence", "hessian_coherence", "StabilityCondition", "sgd_stability_condition", "LinearizedSGDRuns",
+    "simulate_linearized_sgd", "batch_noise_factor",
+    "DeepLinearRegressionFit", "ConditionalVariance", "min_norm_interpolant", "train_deep_linear_regression",
+    "linear_excess_risk", "conditional_variance", "min_norm_conditional_variance",
 ]
