@@ -42,6 +42,8 @@ from paperzoo.diagnostics.linear_interpolation import (DeepLinearRegressionFit, 
                                                        min_norm_interpolant, train_deep_linear_regression,
                                                        linear_excess_risk, conditional_variance,
                                                        min_norm_conditional_variance)
+from paperzoo.diagnostics.vicinity_ufm import (VicinityUFMResult, VicinityNC1Prediction, solve_vicinity_ufm,
+                                               vicinity_ufm_objective, vicinity_nc1_prediction)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -74,4 +76,6 @@ __all__ = [
     "simulate_linearized_sgd", "batch_noise_factor",
     "DeepLinearRegressionFit", "ConditionalVariance", "min_norm_interpolant", "train_deep_linear_regression",
     "linear_excess_risk", "conditional_variance", "min_norm_conditional_variance",
+    "VicinityUFMResult", "VicinityNC1Prediction", "solve_vicinity_ufm", "vicinity_ufm_objective",
+    "vicinity_nc1_prediction",
 ]
