@@ -117,7 +117,8 @@ def _check_problem(H0: torch.Tensor, y: torch.Tensor, beta: float, lam_H: float,
     K = int(y.max()) + 1 if num_classes is None else num_classes
     low, high = int(y.min()), int(y.max())
     if low < 0 or high >= K:
-        raise ValueError(f"y must have entries in [0, {K - 1}] (K = {K}), got entries in [{low}, {high}]")
+        source = "num_classes" if num_classes is not None else "K = max(y) + 1"
+        raise ValueError(f"y must have entries in [0, {K - 1}] ({source} = {K}), got entries in [{low}, {high}]")
     if K < 2:
         raise ValueError(f"y must contain at least 2 classes, got {K}")
     return K
