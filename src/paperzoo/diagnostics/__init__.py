@@ -44,6 +44,9 @@ from paperzoo.diagnostics.linear_interpolation import (DeepLinearRegressionFit, 
                                                        min_norm_conditional_variance)
 from paperzoo.diagnostics.vicinity_ufm import (VicinityUFMResult, VicinityNC1Prediction, solve_vicinity_ufm,
                                                vicinity_ufm_objective, vicinity_nc1_prediction)
+from paperzoo.diagnostics.dynamical_stability import (hessian_trace, hessian_frobenius, FrobeniusEstimate,
+                                                      output_jacobian, sgd_stability, SGDStability,
+                                                      trace_stability_ratio)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -78,4 +81,6 @@ __all__ = [
     "linear_excess_risk", "conditional_variance", "min_norm_conditional_variance",
     "VicinityUFMResult", "VicinityNC1Prediction", "solve_vicinity_ufm", "vicinity_ufm_objective",
     "vicinity_nc1_prediction",
+    "hessian_trace", "hessian_frobenius", "FrobeniusEstimate", "output_jacobian", "sgd_stability", "SGDStability",
+    "trace_stability_ratio",
 ]
