@@ -64,6 +64,7 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    "asgd-overparam-risk:asgd_wins_on_small_eigen_subspace": "reproduced",
     # smoke: 3,000 steps do not reach zero training loss (the claim's validity rule); the full budget decides
     "sgd-stability-trace:sgd_minima_obey_trace_bound": "inconclusive",
     "nc-perturbation:vicinity_reduces_nc1": "reproduced",

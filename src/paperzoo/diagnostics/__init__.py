@@ -47,6 +47,10 @@ from paperzoo.diagnostics.vicinity_ufm import (VicinityUFMResult, VicinityNC1Pre
 from paperzoo.diagnostics.dynamical_stability import (hessian_trace, hessian_frobenius, FrobeniusEstimate,
                                                       output_jacobian, sgd_stability, SGDStability,
                                                       trace_stability_ratio)
+from paperzoo.diagnostics.accelerated_sgd import (ASGDParams, StreamingRegression, RiskDecomposition,
+                                                  asgd_linear_regression, sgd_linear_regression,
+                                                  asgd_risk_decomposition, sgd_risk_decomposition,
+                                                  excess_risk_per_direction)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -83,4 +87,6 @@ __all__ = [
     "vicinity_nc1_prediction",
     "hessian_trace", "hessian_frobenius", "FrobeniusEstimate", "output_jacobian", "sgd_stability", "SGDStability",
     "trace_stability_ratio",
+    "ASGDParams", "StreamingRegression", "RiskDecomposition", "asgd_linear_regression", "sgd_linear_regression",
+    "asgd_risk_decomposition", "sgd_risk_decomposition", "excess_risk_per_direction",
 ]
