@@ -51,6 +51,10 @@ from paperzoo.diagnostics.accelerated_sgd import (ASGDParams, StreamingRegressio
                                                   asgd_linear_regression, sgd_linear_regression,
                                                   asgd_risk_decomposition, sgd_risk_decomposition,
                                                   excess_risk_per_direction)
+from paperzoo.diagnostics.spectral_algorithms import (SpectralProfile, SpectralLoss, EmpiricalSpectralRisk,
+                                                      PowerLawRates, krr_profile, gradient_flow_profile,
+                                                      gradient_descent_profile, profile_loss, empirical_spectral_risk,
+                                                      power_law_rates)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -89,4 +93,7 @@ __all__ = [
     "trace_stability_ratio",
     "ASGDParams", "StreamingRegression", "RiskDecomposition", "asgd_linear_regression", "sgd_linear_regression",
     "asgd_risk_decomposition", "sgd_risk_decomposition", "excess_risk_per_direction",
+    "SpectralProfile", "SpectralLoss", "EmpiricalSpectralRisk", "PowerLawRates", "krr_profile",
+    "gradient_flow_profile", "gradient_descent_profile", "profile_loss", "empirical_spectral_risk",
+    "power_law_rates",
 ]
