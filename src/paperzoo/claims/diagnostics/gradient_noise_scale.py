@@ -26,7 +26,7 @@ labels ``y = s`` flipped with probability ``flip``; full: ``d = 16``, ``N = 4096
   :math:`E_\\min`, :math:`B_\\text{crit}` (least squares of the linear form) and its residuals are reported.
 * The noise scale is measured at the target: at the parameters of the largest batch size's run when it first
   reaches the target. (1) The two-batch estimate: a :class:`~paperzoo.diagnostics.large_batch.NoiseScaleTracker`
-  (``B_small = 16``, ``B_big = 1024``, EMA ``beta = 0.995``) fed 1000 fresh batches (smoke: 128, 100 batches,
+  (``B_small = 16``, ``B_big = 1024``, EMA ``beta = 0.995``) fed 1000 fresh batches (smoke: 128, 40 batches,
   ``beta = 0.99``) through :func:`~paperzoo.diagnostics.large_batch.batch_gradient_norms`, against the exact
   per-sample value. (2) The prediction :math:`B_\\text{crit} \\approx B_\\text{simple}`.
 
@@ -230,9 +230,9 @@ def noise_scale_predicts_critical_batch(ctx: ClaimContext) -> ClaimResult:
     exps = ctx.pick(smoke=range(-1, 7, 2), full=range(-6, 11))
     grid = [2.0 ** e for e in exps]
     b_small, b_big = 16, ctx.pick(smoke=128, full=1024)
-    n_batches = ctx.pick(smoke=100, full=1000)
+    n_batches = ctx.pick(smoke=40, full=1000)
     beta = ctx.pick(smoke=0.99, full=0.995)
-    max_steps = ctx.pick(smoke=5_000, full=40_000)
+    max_steps = ctx.pick(smoke=2_000, full=40_000)
 
     def setting(m: float, flip: float, start_scale: float, target_of, offset: int) -> list[dict]:
         rows = []
