@@ -818,6 +818,9 @@ def accepts(*, example: Callable[[ExampleContext], dict] | None = None, output: 
     ``__init__`` methods; the declaration is ``fn.__accepts__``."""
     if output not in ("finite", "any"):
         raise ValueError(f"output must be one of ['finite', 'any'], got {output!r}")
+    if example is not None and not callable(example):
+        raise TypeError(f"example must be a callable ctx -> dict of arguments (e.g. lambda ctx: {{...}}), got "
+                        f"{type(example).__name__}")
     for name, spec in specs.items():
         if not isinstance(spec, Spec):
             raise TypeError(f"the spec of {name} must be a Spec, got {type(spec).__name__}")

@@ -55,6 +55,12 @@ from paperzoo.diagnostics.spectral_algorithms import (SpectralProfile, SpectralL
                                                       PowerLawRates, krr_profile, gradient_flow_profile,
                                                       gradient_descent_profile, profile_loss, empirical_spectral_risk,
                                                       power_law_rates)
+from paperzoo.diagnostics.spectral_bias import (fourier_features, FourierFeatures, coordinate_mlp,
+                                                frequency_residuals, FrequencyResiduals, count_activation_regions_1d,
+                                                ActivationRegions, SpectralBiasTracker, SpectralBiasTrace)
+from paperzoo.diagnostics.scaling_laws import (RFLossCurve, ScalingExponents, PowerLawFit, ComputeFrontier,
+                                               power_law_task, random_feature_gd_loss, infinite_width_loss,
+                                               predicted_exponents, fit_power_law, compute_optimal_frontier)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -96,4 +102,9 @@ __all__ = [
     "SpectralProfile", "SpectralLoss", "EmpiricalSpectralRisk", "PowerLawRates", "krr_profile",
     "gradient_flow_profile", "gradient_descent_profile", "profile_loss", "empirical_spectral_risk",
     "power_law_rates",
+    "fourier_features", "FourierFeatures", "coordinate_mlp", "frequency_residuals", "FrequencyResiduals",
+    "count_activation_regions_1d", "ActivationRegions", "SpectralBiasTracker", "SpectralBiasTrace",
+    "RFLossCurve", "ScalingExponents", "PowerLawFit", "ComputeFrontier", "power_law_task",
+    "random_feature_gd_loss", "infinite_width_loss", "predicted_exponents", "fit_power_law",
+    "compute_optimal_frontier",
 ]
