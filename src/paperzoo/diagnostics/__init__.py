@@ -61,6 +61,8 @@ from paperzoo.diagnostics.spectral_bias import (fourier_features, FourierFeature
 from paperzoo.diagnostics.scaling_laws import (RFLossCurve, ScalingExponents, PowerLawFit, ComputeFrontier,
                                                power_law_task, random_feature_gd_loss, infinite_width_loss,
                                                predicted_exponents, fit_power_law, compute_optimal_frontier)
+from paperzoo.diagnostics.diagonal_networks import (DiagonalNetworkRuns, train_diagonal_network, MinL1Interpolant,
+                                                    min_l1_interpolant, step_decay_schedule)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -107,4 +109,6 @@ __all__ = [
     "RFLossCurve", "ScalingExponents", "PowerLawFit", "ComputeFrontier", "power_law_task",
     "random_feature_gd_loss", "infinite_width_loss", "predicted_exponents", "fit_power_law",
     "compute_optimal_frontier",
+    "DiagonalNetworkRuns", "train_diagonal_network", "MinL1Interpolant", "min_l1_interpolant",
+    "step_decay_schedule",
 ]
