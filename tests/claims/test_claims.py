@@ -64,6 +64,8 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    # smoke: 10 steps and two batch sizes; the full budget decides
+    "batch-hessian-rmt:batch_size_scaling_rules": "not_reproduced",
     # smoke: one seed's l1 gap is 0.118 > 0.10 at the short smoke runs; the full budget decides
     "large-step-sparse-features:large_step_sgd_learns_sparse_predictor": "not_reproduced",
     # smoke: the control's frontier has fewer than 3 interior compute budgets (validity rule); the full budget decides

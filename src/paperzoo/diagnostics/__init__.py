@@ -63,6 +63,9 @@ from paperzoo.diagnostics.scaling_laws import (RFLossCurve, ScalingExponents, Po
                                                predicted_exponents, fit_power_law, compute_optimal_frontier)
 from paperzoo.diagnostics.diagonal_networks import (DiagonalNetworkRuns, train_diagonal_network, MinL1Interpolant,
                                                     min_l1_interpolant, step_decay_schedule)
+from paperzoo.diagnostics.batch_hessian import (BatchHessianSpectrum, BatchSharpnessFit, DivergenceThreshold,
+                                                LogLogSlope, batch_hessian_spectrum, fit_batch_sharpness,
+                                                divergence_threshold_lr, loglog_slope)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -111,4 +114,6 @@ __all__ = [
     "compute_optimal_frontier",
     "DiagonalNetworkRuns", "train_diagonal_network", "MinL1Interpolant", "min_l1_interpolant",
     "step_decay_schedule",
+    "BatchHessianSpectrum", "BatchSharpnessFit", "DivergenceThreshold", "LogLogSlope", "batch_hessian_spectrum",
+    "fit_batch_sharpness", "divergence_threshold_lr", "loglog_slope",
 ]
