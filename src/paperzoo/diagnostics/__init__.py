@@ -66,6 +66,9 @@ from paperzoo.diagnostics.diagonal_networks import (DiagonalNetworkRuns, train_d
 from paperzoo.diagnostics.batch_hessian import (BatchHessianSpectrum, BatchSharpnessFit, DivergenceThreshold,
                                                 LogLogSlope, batch_hessian_spectrum, fit_batch_sharpness,
                                                 divergence_threshold_lr, loglog_slope)
+from paperzoo.diagnostics.outlier_eigenspaces import (GMatrix, OutlierCount, OutlierEigenspace, OutlierTrace,
+                                                      OutlierTracker, g_matrix, count_outliers, outlier_eigenspace,
+                                                      outlier_alignment, outlier_tracker)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -116,4 +119,6 @@ __all__ = [
     "step_decay_schedule",
     "BatchHessianSpectrum", "BatchSharpnessFit", "DivergenceThreshold", "LogLogSlope", "batch_hessian_spectrum",
     "fit_batch_sharpness", "divergence_threshold_lr", "loglog_slope",
+    "GMatrix", "OutlierCount", "OutlierEigenspace", "OutlierTrace", "OutlierTracker", "g_matrix",
+    "count_outliers", "outlier_eigenspace", "outlier_alignment", "outlier_tracker",
 ]
