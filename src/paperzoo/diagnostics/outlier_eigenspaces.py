@@ -60,6 +60,7 @@ import torch
 
 from paperzoo.core.accepts import (Choice, Function, Generator, Instance, Int, Module, Pair, Real, Tensor,
                                    accepts)
+from paperzoo.diagnostics._tracking import CheckpointTracker
 from paperzoo.diagnostics.gradient_noise import _per_sample_gradients, per_sample_gradients
 from paperzoo.diagnostics.hessian import hessian_operator
 from paperzoo.diagnostics.tiny_subspace import _random_subspace
@@ -445,7 +446,7 @@ _TRACKER_SPECS = dict(model=Module(bind_dtype=True), loss_fn=Function(), data=_D
                       generator=Generator())
 
 
-class OutlierTracker:
+class OutlierTracker(CheckpointTracker):
     """Records the Hessian and G-matrix spectra, outlier counts and the iterate's alignment during training.
 
     References: High-dimensional SGD aligns with emerging outlier eigenspaces (Ben Arous, Gheissari, Huang,
@@ -525,24 +526,6 @@ class OutlierTracker:
         self.rank, self.every, self.method, self.max_outliers, self.margin = rank, every, method, max_outliers, margin
         self.generator = generator
         self._records: list[tuple] = []
-
-    def __call__(self, step: int) -> bool:
-        """Measure if ``step`` (an int ``>= 0``) is divisible by ``every``; returns whether it measured."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an int >= 0, got {step!r}")
-        if step % self.every:
-            return False
-        self._measure(step)
-        return True
-
-    def record(self, step: int) -> None:
-        """Measure now and file it under ``step`` (an int ``>= 0``), whatever ``every`` says."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an int >= 0, got {step!r}")
-        self._measure(step)
-
-    def __len__(self) -> int:
-        return len(self._records)
 
     def _r_max(self, size: int) -> int:
         if self.max_outliers is not None:

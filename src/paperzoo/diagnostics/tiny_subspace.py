@@ -34,6 +34,7 @@ from typing import NamedTuple
 import torch
 
 from paperzoo.core.accepts import Function, Generator, Int, Module, Pair, Real, Tensor, accepts
+from paperzoo.diagnostics._tracking import CheckpointTracker
 from paperzoo.diagnostics.hessian import hessian_operator, top_eigenpairs
 
 __all__ = ["subspace_overlap", "random_subspace", "SubspaceTracker", "subspace_tracker", "SubspaceTrace"]
@@ -175,7 +176,7 @@ def _example_tracker(ctx):
 _DATA = Pair(Tensor(ndims=tuple(range(0, 9)), dtype="any"), meaning="(inputs, targets)")
 
 
-class SubspaceTracker:
+class SubspaceTracker(CheckpointTracker):
     """Records the top-``k`` Hessian eigenspace, the gradient's overlap with it, and its drift, during training.
 
     References: Gradient Descent Happens in a Tiny Subspace (Gur-Ari, Roberts, Dyer), 2018.
@@ -238,24 +239,6 @@ class SubspaceTracker:
         self.tol = tol if tol is not None else (1e-6 if self.dtype == torch.float64 else 1e-3)
         self.generator = generator
         self._records: list[tuple] = []
-
-    def __call__(self, step: int) -> bool:
-        """Measure if ``step`` (an int ``>= 0``) is divisible by ``every``; returns whether it measured."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an int >= 0, got {step!r}")
-        if step % self.every:
-            return False
-        self._measure(step)
-        return True
-
-    def record(self, step: int) -> None:
-        """Measure now and file it under ``step`` (an int ``>= 0``), whatever ``every`` says."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an int >= 0, got {step!r}")
-        self._measure(step)
-
-    def __len__(self) -> int:
-        return len(self._records)
 
     def _measure(self, step: int) -> None:
         if self._records and step <= self._records[-1][0]:
