@@ -69,6 +69,8 @@ from paperzoo.diagnostics.batch_hessian import (BatchHessianSpectrum, BatchSharp
 from paperzoo.diagnostics.outlier_eigenspaces import (GMatrix, OutlierCount, OutlierEigenspace, OutlierTrace,
                                                       OutlierTracker, g_matrix, count_outliers, outlier_eigenspace,
                                                       outlier_alignment, outlier_tracker)
+from paperzoo.diagnostics.semi_supervised_gmm import (SelfTrainingFit, labeled_direction, self_training_direction,
+                                                      sample_shifted_unlabeled, shift_tv_bound, linear_rule_error)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -121,4 +123,6 @@ __all__ = [
     "fit_batch_sharpness", "divergence_threshold_lr", "loglog_slope",
     "GMatrix", "OutlierCount", "OutlierEigenspace", "OutlierTrace", "OutlierTracker", "g_matrix",
     "count_outliers", "outlier_eigenspace", "outlier_alignment", "outlier_tracker",
+    "SelfTrainingFit", "labeled_direction", "self_training_direction", "sample_shifted_unlabeled",
+    "shift_tv_bound", "linear_rule_error",
 ]
