@@ -71,6 +71,8 @@ from paperzoo.diagnostics.outlier_eigenspaces import (GMatrix, OutlierCount, Out
                                                       outlier_alignment, outlier_tracker)
 from paperzoo.diagnostics.semi_supervised_gmm import (SelfTrainingFit, labeled_direction, self_training_direction,
                                                       sample_shifted_unlabeled, shift_tv_bound, linear_rule_error)
+from paperzoo.diagnostics.input_sensitivity import (InputDerivatives, PermutationImportance, loss_input_derivatives,
+                                                    permutation_importance, sensitivity_scores)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -125,4 +127,6 @@ __all__ = [
     "count_outliers", "outlier_eigenspace", "outlier_alignment", "outlier_tracker",
     "SelfTrainingFit", "labeled_direction", "self_training_direction", "sample_shifted_unlabeled",
     "shift_tv_bound", "linear_rule_error",
+    "InputDerivatives", "PermutationImportance", "loss_input_derivatives", "permutation_importance",
+    "sensitivity_scores",
 ]
