@@ -73,6 +73,9 @@ from paperzoo.diagnostics.semi_supervised_gmm import (SelfTrainingFit, labeled_d
                                                       sample_shifted_unlabeled, shift_tv_bound, linear_rule_error)
 from paperzoo.diagnostics.input_sensitivity import (InputDerivatives, PermutationImportance, loss_input_derivatives,
                                                     permutation_importance, sensitivity_scores)
+from paperzoo.diagnostics.comp_sum import (comp_sum_loss, comp_sum_conditional_risk, comp_sum_conditional_min,
+                                           comp_sum_transform, comp_sum_gamma, class_posterior, mixture_excess_losses,
+                                           MixtureExcess)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -129,4 +132,6 @@ __all__ = [
     "shift_tv_bound", "linear_rule_error",
     "InputDerivatives", "PermutationImportance", "loss_input_derivatives", "permutation_importance",
     "sensitivity_scores",
+    "comp_sum_loss", "comp_sum_conditional_risk", "comp_sum_conditional_min", "comp_sum_transform",
+    "comp_sum_gamma", "class_posterior", "mixture_excess_losses", "MixtureExcess",
 ]
