@@ -34,6 +34,7 @@ EXEMPT = {
     "paperzoo.divergences.ESTIMATORS": "a constant: the table of mutual-information bounds",
     "paperzoo.diffusion.PREDICTIONS": "a constant: the prediction targets",
     "paperzoo.diffusion.INNER_PARAMETRIZATIONS": "a constant: the DiffEnc inner-encoder choices",
+    "paperzoo.diagnostics.SecondMomentOperator": "built by sgd_second_moment_operator (declared), not constructed directly",
     "paperzoo.diffusion.SPACES": "a constant: the state conventions",
     "paperzoo.diffusion.SAMPLERS": "a constant: the table of samplers",
     "paperzoo.diffusion.COUPLINGS": "a constant: the minibatch couplings",
