@@ -184,6 +184,12 @@ def _transform(tau: float, t: torch.Tensor, n: int) -> torch.Tensor:
     # log of the power mean of 1 +- t with exponent q, in the log domain (q is large near tau = 2)
     both = torch.stack([q * torch.log1p(t), q * torch.log1p(-t)])
     log_mean = (torch.logsumexp(both, dim=0) - math.log(2.0)) / q
+    # near t = 0 that is a difference of numbers near log 2: there use log((e^a + e^b)/2) = (a + b)/2 +
+    # log cosh((a - b)/2), with (a + b)/2 = q log(1 - t^2)/2, (a - b)/2 = q atanh(t), log cosh d = log1p(2 sinh^2(d/2))
+    small = t.clamp_max(0.5)
+    d = q * torch.atanh(small)
+    near = 0.5 * torch.log1p(-small * small) + torch.log1p(2.0 * torch.sinh(0.5 * d).square()) / q
+    log_mean = torch.where((t < 0.5) & (d.abs() < 1.0), near, log_mean)
     # the power mean is <= 1 for tau < 1 and >= 1 for tau > 1; rounding near t = 0 must not make T negative
     if tau < 1.0:
         log_mean = log_mean.clamp_max(0.0)
@@ -231,9 +237,9 @@ def comp_sum_gamma(tau: float, t, n_classes: int, *, scale: float = 1.0) -> torc
     The excess zero-one loss (plus its minimizability gap) is at most :math:`\\Gamma_\\tau` of the excess comp-sum
     loss (plus its gap). Beyond :math:`T_\\tau(1)` the bound exceeds any zero-one regret and 1 is returned.
     Computed by bisection on :math:`T_\\tau` (64 halvings, below float64 resolution); :math:`\\tau = 2` is the
-    closed form :math:`\\min(n t, 1)`. :math:`T_\\tau` near 0 is a difference of numbers near 1, so for
-    :math:`\\tau \\notin \\{1, 2\\}` the result carries an absolute error of about :math:`\\sqrt{10^{-16}} = 10^{-8}`
-    at surrogate regrets below ~1e-14. ``scale`` multiplies the result (a deliberately wrong bound for controls).
+    closed form :math:`\\min(n t, 1)`. :math:`T_\\tau` near 0 is evaluated without cancellation (log cosh form), so
+    the result keeps its relative accuracy at small regrets. ``scale`` multiplies the result (a deliberately wrong
+    bound for controls).
 
     Args:
         tau: the family parameter, in ``[0, 2]``.
