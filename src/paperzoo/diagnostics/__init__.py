@@ -76,6 +76,8 @@ from paperzoo.diagnostics.input_sensitivity import (InputDerivatives, Permutatio
 from paperzoo.diagnostics.comp_sum import (comp_sum_loss, comp_sum_conditional_risk, comp_sum_conditional_min,
                                            comp_sum_transform, comp_sum_gamma, class_posterior, mixture_excess_losses,
                                            MixtureExcess)
+from paperzoo.diagnostics.run_variance import (SplitHalfCorrelation, EnsembleCalibration, per_example_correct_prob,
+                                               binomial_accuracy_std, split_half_correlation, ensemble_calibration)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -134,4 +136,6 @@ __all__ = [
     "sensitivity_scores",
     "comp_sum_loss", "comp_sum_conditional_risk", "comp_sum_conditional_min", "comp_sum_transform",
     "comp_sum_gamma", "class_posterior", "mixture_excess_losses", "MixtureExcess",
+    "SplitHalfCorrelation", "EnsembleCalibration", "per_example_correct_prob", "binomial_accuracy_std",
+    "split_half_correlation", "ensemble_calibration",
 ]
