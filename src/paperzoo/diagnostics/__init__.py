@@ -78,6 +78,9 @@ from paperzoo.diagnostics.comp_sum import (comp_sum_loss, comp_sum_conditional_r
                                            MixtureExcess)
 from paperzoo.diagnostics.run_variance import (SplitHalfCorrelation, EnsembleCalibration, per_example_correct_prob,
                                                binomial_accuracy_std, split_half_correlation, ensemble_calibration)
+from paperzoo.diagnostics.it_bounds import (LinearGaussianPushforwards, ITBounds, GapEstimate,
+                                            linear_gaussian_pushforwards, layerwise_it_bounds,
+                                            generalization_gap_monte_carlo, ramp_loss_expectation)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -138,4 +141,6 @@ __all__ = [
     "comp_sum_gamma", "class_posterior", "mixture_excess_losses", "MixtureExcess",
     "SplitHalfCorrelation", "EnsembleCalibration", "per_example_correct_prob", "binomial_accuracy_std",
     "split_half_correlation", "ensemble_calibration",
+    "LinearGaussianPushforwards", "ITBounds", "GapEstimate", "linear_gaussian_pushforwards",
+    "layerwise_it_bounds", "generalization_gap_monte_carlo", "ramp_loss_expectation",
 ]
