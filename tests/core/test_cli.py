@@ -90,6 +90,9 @@ def test_list_show_report_and_error_exit(tmp_path):
 def test_bench_runs_every_benchmark_quickly(tmp_path):
     out = _cli(["bench", "--quick"], _env(tmp_path))
     assert out.returncode == 0
+    # every table is printed (one run of each benchmark serves the whole suite)
+    assert "ddim vs diffusers" in out.stdout and "dpmpp_2m" in out.stdout and "sliced W2^2" in out.stdout
+    assert "top-3 eigenvalues" in out.stdout and "Hutchinson trace" in out.stdout and "PyHessian" in out.stdout
 
 
 def test_fresh_clone_shows_committed_verdicts_and_headlines_without_torch(tmp_path):
