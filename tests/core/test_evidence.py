@@ -1,9 +1,10 @@
 import math
 
 import pytest
+import torch
 
 from paperzoo.core import ClaimResult
-from paperzoo.core.evidence import Control, paired_comparison, select_on_grid, tune
+from paperzoo.core.evidence import Control, fit_line, paired_comparison, select_on_grid, tune
 
 
 def test_interior_best_is_not_extended():
@@ -130,3 +131,30 @@ def test_mean_std_of_diverged_runs_does_not_crash():
     assert fmt_mean_std([math.inf, math.inf, math.inf]) == "inf ± nan"
     assert math.isnan(mean_std([math.nan])[0])
     assert fmt_mean_std([1.0, 3.0]) == "2 ± 1.414"
+
+
+def test_fit_line_matches_scipy_linregress_and_its_t_interval():
+    from scipy import stats
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(12, generator=g, dtype=torch.float64)
+    v = 2.5 * u - 1.0 + 0.3 * torch.randn(12, generator=g, dtype=torch.float64)
+    f = fit_line(u, v, level=0.9)
+    ref = stats.linregress(u.numpy(), v.numpy())
+    assert f.slope == pytest.approx(ref.slope, rel=1e-12)
+    assert f.intercept == pytest.approx(ref.intercept, rel=1e-12)
+    assert f.stderr == pytest.approx(ref.stderr, rel=1e-12)
+    assert f.r2 == pytest.approx(ref.rvalue**2, rel=1e-12)
+    half = stats.t.ppf(0.95, 10) * ref.stderr
+    assert (f.ci_low, f.ci_high) == pytest.approx((ref.slope - half, ref.slope + half), rel=1e-12)
+    assert f.n_points == 12 and f.level == 0.9
+
+
+def test_fit_line_two_points_has_no_interval_and_constant_u_is_refused():
+    f = fit_line(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 4.0]))
+    assert (f.slope, f.intercept) == (2.0, -2.0)
+    assert math.isnan(f.stderr) and math.isnan(f.ci_low) and math.isnan(f.ci_high)
+    with pytest.raises(ValueError, match="u must hold at least two distinct values"):
+        fit_line(torch.ones(4), torch.arange(4.0))
+    with pytest.raises(ValueError, match="v must be finite"):
+        fit_line(torch.arange(3.0), torch.tensor([0.0, math.inf, 1.0]))

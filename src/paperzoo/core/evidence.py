@@ -31,11 +31,14 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import torch
+
+from paperzoo.core.accepts import Real, Tensor, accepts
 from paperzoo.core.checks import check_choice, check_int, check_nonnegative
 
-__all__ = ["Selection", "select_on_grid", "tune", "PairedComparison", "paired_comparison", "Control",
+__all__ = ["LineFit", "fit_line", "Selection", "select_on_grid", "tune", "PairedComparison", "paired_comparison", "Control",
            "paired_control", "mean_std", "fmt_mean_std"]
 
 
@@ -338,3 +341,68 @@ def paired_control(
     """
     cmp = paired_comparison(control, baseline, margin=margin, lower_is_better=lower_is_better, min_seeds=min_seeds)
     return Control(description, cmp.wins, dict(values=list(cmp.method), vs_baseline=cmp.as_metrics(), **metrics)), cmp
+
+
+class LineFit(NamedTuple):
+    """Result of :func:`fit_line`: :math:`v \\approx \\text{slope}\\cdot u + \\text{intercept}` by least squares.
+
+    Attributes:
+        slope, intercept: the fitted line.
+        stderr: standard error of the slope from the residuals (NaN with fewer than 3 points).
+        ci_low, ci_high: the two-sided Student-t interval on the slope at ``level`` (``n - 2`` degrees of
+            freedom; NaN with fewer than 3 points).
+        r2: coefficient of determination (1 when ``v`` is constant).
+        n_points: points used.
+        level: confidence level of the interval.
+    """
+
+    slope: float
+    intercept: float
+    stderr: float
+    ci_low: float
+    ci_high: float
+    r2: float
+    n_points: int
+    level: float
+
+
+@accepts(u=Tensor("n", dtype="any"), v=Tensor("n"), level=Real(gt=0, lt=1),
+         example=lambda ctx: {"u": torch.arange(1.0, 5.0, dtype=ctx.dtype),
+                              "v": torch.tensor([0.1, 0.9, 2.2, 2.9], dtype=ctx.dtype)})
+def fit_line(u: torch.Tensor, v: torch.Tensor, *, level: float = 0.95) -> LineFit:
+    """Least-squares line with a t-interval on its slope: the one fit behind every rate and exponent in paperzoo.
+
+    With :math:`\\bar u, \\bar v` the means, :math:`S_{uu} = \\sum (u_i - \\bar u)^2`,
+    :math:`\\hat s = \\sum (u_i - \\bar u)(v_i - \\bar v) / S_{uu}`, :math:`r_i = v_i - \\bar v - \\hat s (u_i - \\bar u)`
+    and :math:`\\mathrm{se} = \\sqrt{\\sum r_i^2 / ((n - 2) S_{uu})}`, the interval is
+    :math:`\\hat s \\pm t_{n-2,(1+\\text{level})/2}\\,\\mathrm{se}`. A power law is fitted by passing logarithms
+    (:func:`paperzoo.optim.fit_loglog_slope`, :func:`paperzoo.diagnostics.fit_power_law`,
+    :func:`paperzoo.diagnostics.loglog_slope`).
+
+    Args:
+        u, v: shape ``(n,)``, finite, ``u`` with at least 2 distinct values; computed in float64.
+        level: confidence level in ``(0, 1)``.
+
+    Example:
+        >>> f = fit_line(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 3.0, 5.0]))
+        >>> round(f.slope, 6), round(f.intercept, 6), f.stderr
+        (2.0, 1.0, 0.0)
+    """
+    u, v = u.double(), v.double()
+    um, vm = u.mean(), v.mean()
+    du, dv = u - um, v - vm
+    suu = float((du**2).sum())
+    if suu == 0.0:
+        raise ValueError(f"u must hold at least two distinct values for a line fit, got {u.tolist()!r:.80}")
+    slope = float((du * dv).sum()) / suu
+    resid = dv - slope * du
+    sse, sst = float((resid**2).sum()), float((dv**2).sum())
+    n = u.numel()
+    r2 = 1.0 - sse / sst if sst > 0 else 1.0
+    if n < 3:
+        return LineFit(slope, float(vm) - slope * float(um), math.nan, math.nan, math.nan, r2, n, level)
+    from scipy.special import stdtrit  # lighter to import than scipy.stats
+
+    se = math.sqrt(sse / (n - 2) / suu)
+    half = float(stdtrit(n - 2, 0.5 + level / 2)) * se
+    return LineFit(slope, float(vm) - slope * float(um), se, slope - half, slope + half, r2, n, level)

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import torch
 
 from paperzoo.core.accepts import Flag, Function, Generator, Int, Ints, Module, Real, Spec, Tensor, accepts
+from paperzoo.core.evidence import fit_line
 from paperzoo.diagnostics.hessian import _example_mlp, _top_eigenpairs, hessian_operator
 
 __all__ = ["BatchHessianSpectrum", "BatchSharpnessFit", "DivergenceThreshold", "LogLogSlope",
@@ -295,17 +296,8 @@ def loglog_slope(x: torch.Tensor, y: torch.Tensor, *, level: float = 0.95) -> Lo
         raise ValueError("x and y must be > 0 (their logarithms are fitted), got a nonpositive entry")
     if torch.unique(x).numel() < 2:
         raise ValueError("x must have at least 2 distinct values, got 1")
-    lx, ly = x.double().log(), y.double().log()
-    xm, ym = lx.mean(), ly.mean()
-    sxx = float(((lx - xm) ** 2).sum())
-    s = float(((lx - xm) * (ly - ym)).sum()) / sxx
-    a = float(ym) - s * float(xm)
-    m = x.numel()
-    if m < 3:
-        return LogLogSlope(s, a, (math.nan, math.nan), level)
-    resid = ly - (a + s * lx)
-    half = _t_quantile(level, m - 2) * math.sqrt(float((resid ** 2).sum()) / (m - 2) / sxx)
-    return LogLogSlope(s, a, (s - half, s + half), level)
+    line = fit_line(x.double().log(), y.double().log(), level=level)
+    return LogLogSlope(line.slope, line.intercept, (line.ci_low, line.ci_high), level)
 
 
 class _StepSizes(Spec):

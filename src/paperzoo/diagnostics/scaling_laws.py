@@ -36,6 +36,7 @@ from typing import NamedTuple
 import torch
 
 from paperzoo.core.accepts import Int, Real, Tensor, accepts
+from paperzoo.core.evidence import fit_line
 
 __all__ = ["RFLossCurve", "ScalingExponents", "PowerLawFit", "ComputeFrontier", "power_law_task",
            "random_feature_gd_loss", "infinite_width_loss", "predicted_exponents", "fit_power_law",
@@ -289,24 +290,11 @@ def fit_power_law(x: torch.Tensor, y: torch.Tensor, *, confidence: float = 0.95)
         raise ValueError("x must be > 0 for a log-log fit")
     if bool((y <= 0).any()):
         raise ValueError("y must be > 0 for a log-log fit")
-    from scipy import stats
-
-    lx, ly = torch.log(x.double()), torch.log(y.double())
-    n = lx.shape[0]
-    mx, my = lx.mean(), ly.mean()
-    sxx = ((lx - mx) ** 2).sum()
-    if float(sxx) == 0.0:
+    if torch.unique(x).numel() < 2:
         raise ValueError("x must take at least 2 distinct values")
-    slope = ((lx - mx) * (ly - my)).sum() / sxx
-    icpt = my - slope * mx
-    resid = ly - icpt - slope * lx
-    sse = float((resid ** 2).sum())
-    sst = float(((ly - my) ** 2).sum())
-    se = math.sqrt(sse / (n - 2) / float(sxx))
-    q = float(stats.t.ppf(0.5 + confidence / 2, n - 2))
-    alpha = -float(slope)
-    return PowerLawFit(alpha, math.exp(float(icpt)), se, alpha - q * se, alpha + q * se,
-                       1.0 - sse / sst if sst > 0 else 1.0, n)
+    line = fit_line(torch.log(x.double()), torch.log(y.double()), level=confidence)
+    return PowerLawFit(-line.slope, math.exp(line.intercept), line.stderr, -line.ci_high, -line.ci_low, line.r2,
+                       line.n_points)
 
 
 @accepts(widths=Tensor("W", nonnegative=True), compute=Tensor("K", nonnegative=True), losses=Tensor("W", "K"),

@@ -33,6 +33,7 @@ import torch
 
 from paperzoo.core.accepts import Function, Int, Ints, OneOf, Real, Tensor, accepts
 from paperzoo.core.checks import check_int, check_nonnegative, check_number, check_positive, check_tensor
+from paperzoo.core.evidence import fit_line
 from paperzoo.optim.subgradient import soft_threshold  # re-exported: the one prox of the L1 norm
 
 __all__ = [
@@ -415,14 +416,8 @@ def _check_abscissa(name: str, u: torch.Tensor) -> None:
 
 
 def _fit(u: torch.Tensor, v: torch.Tensor) -> SlopeFit:
-    u, v = u.double(), v.double()
-    um, vm = u.mean(), v.mean()
-    slope = ((u - um) * (v - vm)).sum() / ((u - um) ** 2).sum()
-    intercept = vm - slope * um
-    resid = v - (slope * u + intercept)
-    total = ((v - vm) ** 2).sum()
-    r2 = 1 - (resid**2).sum() / total if total > 0 else torch.tensor(1.0)
-    return SlopeFit(float(slope), float(intercept), float(r2))
+    line = fit_line(u, v)
+    return SlopeFit(line.slope, line.intercept, line.r2)
 
 
 def _positive_series(ctx):
