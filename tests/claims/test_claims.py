@@ -64,6 +64,8 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    # smoke widths {300, 1200} with 300 training points: at N = 300 the width limits the fit, so the k = 20 error halves (0.67 -> 0.35) and the plateau test fails (full: N in {1000, 4000, 16000}).
+    "bandlimited-random-nets:bandlimited_plateau": "not_reproduced",
     # smoke: the W bound's minimum is at the last layer on every seed (no interior funnel)
     "it-generalization-dnn:kl_shrinks_w_funnel": "not_reproduced",
     "calibrated-chaos:run_variance_is_binomial": "reproduced",

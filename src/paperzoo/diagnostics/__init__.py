@@ -81,6 +81,8 @@ from paperzoo.diagnostics.run_variance import (SplitHalfCorrelation, EnsembleCal
 from paperzoo.diagnostics.it_bounds import (LinearGaussianPushforwards, ITBounds, GapEstimate,
                                             linear_gaussian_pushforwards, layerwise_it_bounds,
                                             generalization_gap_monte_carlo, ramp_loss_expectation)
+from paperzoo.diagnostics.bandlimited_features import (HiddenParameters, sample_hidden_parameters, random_feature_map,
+                                                       Readout, fit_readout, RandomNetFit, random_net_error)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -143,4 +145,6 @@ __all__ = [
     "split_half_correlation", "ensemble_calibration",
     "LinearGaussianPushforwards", "ITBounds", "GapEstimate", "linear_gaussian_pushforwards",
     "layerwise_it_bounds", "generalization_gap_monte_carlo", "ramp_loss_expectation",
+    "HiddenParameters", "sample_hidden_parameters", "random_feature_map", "Readout", "fit_readout",
+    "RandomNetFit", "random_net_error",
 ]
