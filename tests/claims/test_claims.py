@@ -64,6 +64,18 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    "attention-svm:gd_direction_matches_att_svm": "reproduced",
+    # one pilot + one allocation stage (not the paper's multi-epoch re-estimation): the one-shot Lasso picks inflated weak heads; uniform/nu1 0.72 (needs >= 2).
+    "active-mtrl-lasso:nu1_lasso_beats_nu2_and_uniform": "not_reproduced",
+    # 1000 hypotheses, d in {2, 8}: the fitted ncx2 tail misses the exact I(eps) by 2.2 bits at d = 8 (tol 1); growth and control behave.
+    "inductive-bias-estimate:fitted_tail_tracks_exact_bias": "not_reproduced",
+    # 300 points, widths 2/8/32, 120 steps: no peak is resolved at this size (full: 1000 points, 11 widths, 1,000 steps).
+    "double-descent-features:noisy_labels_peak_and_knn_agreement": "not_reproduced",
+    # smoke n = 1200: the SO(2) max-max estimate at a zero template overshoots sigma K by 4.6-6.2% (tolerance 6%); cyclic passes (full: n = 4000).
+    "quotient-frechet-inconsistency:quotient_mean_bias_is_linear_in_noise": "not_reproduced",
+    "sgd-implicit-gen-reg:sgd_descends_gradient_covariance": "reproduced",
+    # 100 full-batch epochs on 512 patterns: the tanh network has not fitted yet (part A fails); full: 2000 epochs.
+    "information-plane:tanh_compresses_relu_does_not": "not_reproduced",
     # smoke widths {300, 1200} with 300 training points: at N = 300 the width limits the fit, so the k = 20 error halves (0.67 -> 0.35) and the plateau test fails (full: N in {1000, 4000, 16000}).
     "bandlimited-random-nets:bandlimited_plateau": "not_reproduced",
     # smoke: the W bound's minimum is at the last layer on every seed (no interior funnel)

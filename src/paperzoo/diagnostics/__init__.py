@@ -83,6 +83,27 @@ from paperzoo.diagnostics.it_bounds import (LinearGaussianPushforwards, ITBounds
                                             generalization_gap_monte_carlo, ramp_loss_expectation)
 from paperzoo.diagnostics.bandlimited_features import (HiddenParameters, sample_hidden_parameters, random_feature_map,
                                                        Readout, fit_readout, RandomNetFit, random_net_error)
+from paperzoo.diagnostics.information_plane import (Compression, InformationPlaneTrace, LayerInformation,
+                                                    binned_information, compression, information_plane,
+                                                    kde_information, tishby_dataset)
+from paperzoo.diagnostics.sgd_generalization_gap import (EpochShift, EpochSimulation, gd_step_gap_change,
+                                                         expected_gd_step_gap_change, gradient_noise_trace,
+                                                         sgd_epoch_shift, simulate_epochs)
+from paperzoo.diagnostics.quotient_frechet import (QuotientFrechetMean, ConsistencyBias, register_to_template,
+                                                   apply_group_action, quotient_distance, quotient_frechet_mean,
+                                                   oracle_template_mean, fixed_point_bias_constant, consistency_bias)
+from paperzoo.diagnostics.double_descent import (KNNAgreement, WidthSweep, knn_noisy_label_agreement, mlp_width_sweep)
+from paperzoo.diagnostics.inductive_bias import (GeneralizedChi2, GeneralizedChi2CDF, ScaledNcx2Fit,
+                                                 InductiveBiasEstimate, LinearPosterior, estimate_inductive_bias,
+                                                 sample_hypothesis_losses, fit_scaled_ncx2, inductive_bias_bits,
+                                                 bayesian_linear_posterior, gaussian_linear_loss_distribution,
+                                                 gaussian_linear_hypothesis_losses, generalized_chi2_cdf)
+from paperzoo.diagnostics.active_mtrl import (RelevanceVectors, LassoRelevance, LinearRepresentation,
+                                              ActiveMTRLResult, relevance_vectors, lasso_relevance, source_allocation,
+                                              predicted_representation_error, fit_linear_representation,
+                                              linear_mtrl_sampler, active_mtrl, subspace_target_error)
+from paperzoo.diagnostics.attention_svm import (optimal_tokens, AttSVMSolution, att_svm, AttentionGDRun, attention_gd,
+                                                direction_cosine, stable_rank, random_attention_problem)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -147,4 +168,20 @@ __all__ = [
     "layerwise_it_bounds", "generalization_gap_monte_carlo", "ramp_loss_expectation",
     "HiddenParameters", "sample_hidden_parameters", "random_feature_map", "Readout", "fit_readout",
     "RandomNetFit", "random_net_error",
+    "Compression", "InformationPlaneTrace", "LayerInformation", "binned_information", "compression",
+    "information_plane", "kde_information", "tishby_dataset",
+    "EpochShift", "EpochSimulation", "gd_step_gap_change", "expected_gd_step_gap_change", "gradient_noise_trace",
+    "sgd_epoch_shift", "simulate_epochs",
+    "QuotientFrechetMean", "ConsistencyBias", "register_to_template", "apply_group_action", "quotient_distance",
+    "quotient_frechet_mean", "oracle_template_mean", "fixed_point_bias_constant", "consistency_bias",
+    "KNNAgreement", "WidthSweep", "knn_noisy_label_agreement", "mlp_width_sweep",
+    "GeneralizedChi2", "GeneralizedChi2CDF", "ScaledNcx2Fit", "InductiveBiasEstimate", "LinearPosterior",
+    "estimate_inductive_bias", "sample_hypothesis_losses", "fit_scaled_ncx2", "inductive_bias_bits",
+    "bayesian_linear_posterior", "gaussian_linear_loss_distribution", "gaussian_linear_hypothesis_losses",
+    "generalized_chi2_cdf",
+    "RelevanceVectors", "LassoRelevance", "LinearRepresentation", "ActiveMTRLResult", "relevance_vectors",
+    "lasso_relevance", "source_allocation", "predicted_representation_error", "fit_linear_representation",
+    "linear_mtrl_sampler", "active_mtrl", "subspace_target_error",
+    "optimal_tokens", "AttSVMSolution", "att_svm", "AttentionGDRun", "attention_gd", "direction_cosine",
+    "stable_rank", "random_attention_problem",
 ]
