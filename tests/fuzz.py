@@ -92,7 +92,7 @@ def classify_call(call, arg: str | None, *, check_output: bool = True, infinite_
         # unguarded expression: a crash, wherever its last Python frame is.
         where = "paperzoo" if _raised_in_paperzoo(err) else traceback.extract_tb(err.__traceback__)[-1].filename
         return Outcome("crash", f"{type(err).__name__} in {where}: {str(err)[:200]}")
-    bad = nonfinite_paths(out, infinite_ok=infinite_ok) if check_output else []
+    bad = nonfinite_paths(out, infinite_ok=infinite_ok, field="result") if check_output else []
     if bad:
         return Outcome("silent", f"non-finite output at {', '.join(bad[:3])}")
     return Outcome("result", "finite result" if check_output else "returned")

@@ -64,6 +64,21 @@ EXPECTED_SMOKE = {
     "gaha-diffusion:disjoint_sets_converge_to_one_denoiser": "not_reproduced",
     # 30 training steps leave the network nearly untrained; the ranking may change at full.
     "ptq4dm:ptq4dm_ndtc": "reproduced",
+    # Smoke: one training set per (seed, n), n = 128..1024; the seed-mean slope sits just above the window [-0.60, -0.35] (pre-asymptotic). Full: 4 sets per (seed, n), n up to 4096.
+    "sparse-dl-vi-rates:elbo_vi_minimax_rate": "not_reproduced",
+    # smoke: per-seed slopes of log T_c on log P 0.46, -0.22, 0.60 (needs CI < 0); the GD control crosses too.
+    "sgd-noise-regimes:crossover_temperature_power_law": "not_reproduced",
+    "uniform-lgi:lgi_exponent_and_trajectory_bounds": "reproduced",
+    # smoke n in {64, 256}: part B fails at n = 64 for one sub-seed (measured threshold 3.37x the bound, limit 3).
+    "var-complexity-limits:lowrank_attention_norm_threshold": "not_reproduced",
+    "ito-chain-approx:w2_rate_meets_bound": "reproduced",
+    # smoke max_steps 150: no run reaches the target training loss, so inconclusive by the criterion's own rule.
+    "benign-oscillation:large_lr_learns_weak_feature": "inconclusive",
+    "halfspace-tester-learner:accepts_massart_gaussian_rejects_planted_outliers": "reproduced",
+    # depths 4/8/16, 150 steps: ReLU peak-layer slope 1.80 [1.37, 2.24] vs the predicted 0.6.
+    "equilibrium-hypothesis:peak_depth_scaling": "not_reproduced",
+    # (A) fails: dropout log F on log sigma^2 slope is about +0.35 (CI > 0); (B) Hessian alignment holds.
+    "dropout-sme:inverse_variance_flatness": "not_reproduced",
     "attention-svm:gd_direction_matches_att_svm": "reproduced",
     # one pilot + one allocation stage (not the paper's multi-epoch re-estimation): the one-shot Lasso picks inflated weak heads; uniform/nu1 0.72 (needs >= 2).
     "active-mtrl-lasso:nu1_lasso_beats_nu2_and_uniform": "not_reproduced",

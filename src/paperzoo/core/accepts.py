@@ -742,7 +742,8 @@ class Declaration:
             are filled from their spec's example, undeclared ones from the function's defaults.
         output: ``"finite"`` (every floating tensor and float in the result must be finite), or ``"any"``.
         infinite_ok: result fields (names of NamedTuple fields or dict keys) that may hold infinities by
-            definition (the ``-inf`` potential of a zero-mass bin); NaN is never allowed.
+            definition (the ``-inf`` potential of a zero-mass bin); ``"result"`` names a bare number or tensor
+            result (a bound that is vacuous, ``inf``, for some valid inputs); NaN is never allowed.
         fixed_dtype: the example runs at this dtype only (a function defined at one precision).
         mutates: arguments the function updates in place; their tensors must be finite after a valid call.
     """

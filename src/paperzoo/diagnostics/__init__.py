@@ -104,6 +104,34 @@ from paperzoo.diagnostics.active_mtrl import (RelevanceVectors, LassoRelevance, 
                                               linear_mtrl_sampler, active_mtrl, subspace_target_error)
 from paperzoo.diagnostics.attention_svm import (optimal_tokens, AttSVMSolution, att_svm, AttentionGDRun, attention_gd,
                                                 direction_cosine, stable_rank, random_attention_problem)
+from paperzoo.diagnostics.dropout_noise import (DropoutGradientNoise, HessianCovarianceAlignment, VarianceFlatness,
+                                                dropout_gradient_noise, hessian_covariance_alignment,
+                                                variance_flatness)
+from paperzoo.diagnostics.layer_alignment import (LayerAlignment, SignalPropagation, kernel_alignment,
+                                                  layerwise_tangent_alignment, mlp_signal_propagation)
+from paperzoo.diagnostics.halfspace_tester import (LearnedHalfspace, leaky_relu_halfspace, BandTest, HalfspaceTests,
+                                                   halfspace_band_tests, HalfspaceTesterResult,
+                                                   halfspace_tester_learner, massart_halfspace_error)
+from paperzoo.diagnostics.benign_oscillation import (PatchData, make_weak_strong_patch_data, PatchCNN,
+                                                     FeatureAlignment, feature_alignment, oscillation_index, TrainRun,
+                                                     train_to_loss)
+from paperzoo.diagnostics.ito_chains import (standard_noise, ItoChainRun, simulate_ito_chain, GaussianLaw,
+                                             ou_marginal, euler_maruyama_ou_law, wasserstein2_to_gaussian,
+                                             gaussian_w2, BoundExponent, ito_chain_bound_exponent, W2Curve,
+                                             ito_chain_w2_curve)
+from paperzoo.diagnostics.attention_lowrank import (polynomial_rank, max_degree_for_rank, taylor_features,
+                                                    LowRankAttention, fast_attention, exact_attention,
+                                                    taylor_error_bound, critical_gamma, bounded_sign_inputs,
+                                                    polynomial_attention_error)
+from paperzoo.diagnostics.lojasiewicz import (LGIFit, fit_uniform_lgi, lgi_constant, trajectory_length_bound,
+                                              lgi_convergence_bound, LGITrajectory, lgi_trajectory,
+                                              linear_ball_rademacher, rademacher_generalization_bound, LinearLGIBound,
+                                              lgi_linear_generalization_bound)
+from paperzoo.diagnostics.sgd_noise_regimes import (sample_boundary_density_data, PerceptronTraining,
+                                                    train_hinge_perceptron_sgd, train_hinge_perceptron_gd,
+                                                    crossover_temperature)
+from paperzoo.diagnostics.sparse_vi import (SpikeSlabVI, WidthSelection, hat_relu_features, weierstrass_target,
+                                            spike_slab_cavi, integrated_l2_risk, elbo_width_selection)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -184,4 +212,25 @@ __all__ = [
     "linear_mtrl_sampler", "active_mtrl", "subspace_target_error",
     "optimal_tokens", "AttSVMSolution", "att_svm", "AttentionGDRun", "attention_gd", "direction_cosine",
     "stable_rank", "random_attention_problem",
+    "DropoutGradientNoise", "HessianCovarianceAlignment", "VarianceFlatness", "dropout_gradient_noise",
+    "hessian_covariance_alignment", "variance_flatness",
+    "LayerAlignment", "SignalPropagation", "kernel_alignment", "layerwise_tangent_alignment",
+    "mlp_signal_propagation",
+    "LearnedHalfspace", "leaky_relu_halfspace", "BandTest", "HalfspaceTests", "halfspace_band_tests",
+    "HalfspaceTesterResult", "halfspace_tester_learner", "massart_halfspace_error",
+    "PatchData", "make_weak_strong_patch_data", "PatchCNN", "FeatureAlignment", "feature_alignment",
+    "oscillation_index", "TrainRun", "train_to_loss",
+    "standard_noise", "ItoChainRun", "simulate_ito_chain", "GaussianLaw", "ou_marginal", "euler_maruyama_ou_law",
+    "wasserstein2_to_gaussian", "gaussian_w2", "BoundExponent", "ito_chain_bound_exponent", "W2Curve",
+    "ito_chain_w2_curve",
+    "polynomial_rank", "max_degree_for_rank", "taylor_features", "LowRankAttention", "fast_attention",
+    "exact_attention", "taylor_error_bound", "critical_gamma", "bounded_sign_inputs",
+    "polynomial_attention_error",
+    "LGIFit", "fit_uniform_lgi", "lgi_constant", "trajectory_length_bound", "lgi_convergence_bound",
+    "LGITrajectory", "lgi_trajectory", "linear_ball_rademacher", "rademacher_generalization_bound",
+    "LinearLGIBound", "lgi_linear_generalization_bound",
+    "sample_boundary_density_data", "PerceptronTraining", "train_hinge_perceptron_sgd",
+    "train_hinge_perceptron_gd", "crossover_temperature",
+    "SpikeSlabVI", "WidthSelection", "hat_relu_features", "weierstrass_target", "spike_slab_cavi",
+    "integrated_l2_risk", "elbo_width_selection",
 ]

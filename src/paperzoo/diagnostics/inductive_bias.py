@@ -243,8 +243,8 @@ def _fit_log2_cdf(fit: ScaledNcx2Fit, eps: float) -> float:
 
 @accepts(losses=Tensor("n", nonnegative=True), eps=Real(gt=0), tail_model=Choice("scaled_ncx2", "empirical"),
          floor=Real(ge=0), method=Choice("mle", "moments"), example=lambda ctx: {
-             "losses": torch.distributions.Chi2(torch.tensor(3.0, dtype=ctx.dtype)).sample((40,)) + 0.01,
-             "eps": 0.5})
+             "losses": torch.randn(40, 3, generator=ctx.generator, dtype=ctx.dtype).pow(2).sum(1) + 0.01,
+             "eps": 0.5}, infinite_ok=("bits", "empirical_bits"))
 def inductive_bias_bits(losses: torch.Tensor, eps: float, tail_model: str = "scaled_ncx2", floor: float = 0.0,
                         method: str = "mle") -> InductiveBiasEstimate:
     """Inductive bias from sampled test losses: :math:`I(\\varepsilon) = -\\log_2 \\hat P(L \\le \\varepsilon)`.
@@ -293,7 +293,7 @@ def _example_inductive_bias(ctx):
 
 @accepts(sample_hypotheses=Function(), test_loss_fn=Function(), eps=Real(gt=0), n_samples=Int(ge=2),
          generator=Generator(), tail_model=Choice("scaled_ncx2", "empirical"), floor=Real(ge=0),
-         example=_example_inductive_bias, infinite_ok=("empirical_bits",))
+         example=_example_inductive_bias, infinite_ok=("bits", "empirical_bits"))
 def estimate_inductive_bias(sample_hypotheses, test_loss_fn, eps: float, n_samples: int, generator=None,
                    tail_model: str = "scaled_ncx2", floor: float = 0.0) -> InductiveBiasEstimate:
     """Inductive bias of a hypothesis distribution for a task: sample ``n_samples`` hypotheses, take their test
