@@ -132,6 +132,9 @@ from paperzoo.diagnostics.sgd_noise_regimes import (sample_boundary_density_data
                                                     crossover_temperature)
 from paperzoo.diagnostics.sparse_vi import (SpikeSlabVI, WidthSelection, hat_relu_features, weierstrass_target,
                                             spike_slab_cavi, integrated_l2_risk, elbo_width_selection)
+from paperzoo.diagnostics.heavy_tail_sgd import (CoupledStability, HeavyTailedRun, heavy_tailed_langevin,
+                                                 strongly_convex_stability_bound, symmetric_stable_noise,
+                                                 wasserstein_stability)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -233,4 +236,6 @@ __all__ = [
     "train_hinge_perceptron_gd", "crossover_temperature",
     "SpikeSlabVI", "WidthSelection", "hat_relu_features", "weierstrass_target", "spike_slab_cavi",
     "integrated_l2_risk", "elbo_width_selection",
+    "CoupledStability", "HeavyTailedRun", "heavy_tailed_langevin", "strongly_convex_stability_bound",
+    "symmetric_stable_noise", "wasserstein_stability",
 ]
