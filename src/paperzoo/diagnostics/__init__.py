@@ -135,6 +135,10 @@ from paperzoo.diagnostics.sparse_vi import (SpikeSlabVI, WidthSelection, hat_rel
 from paperzoo.diagnostics.heavy_tail_sgd import (CoupledStability, HeavyTailedRun, heavy_tailed_langevin,
                                                  strongly_convex_stability_bound, symmetric_stable_noise,
                                                  wasserstein_stability)
+from paperzoo.diagnostics.simplex_learning import (regular_simplex, sample_noisy_simplex,
+                                                   simplex_characteristic_function, DeconvolvedCF,
+                                                   deconvolved_characteristic_function, SimplexFit,
+                                                   fit_simplex_fourier, vertex_matching_error)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -238,4 +242,6 @@ __all__ = [
     "integrated_l2_risk", "elbo_width_selection",
     "CoupledStability", "HeavyTailedRun", "heavy_tailed_langevin", "strongly_convex_stability_bound",
     "symmetric_stable_noise", "wasserstein_stability",
+    "regular_simplex", "sample_noisy_simplex", "simplex_characteristic_function", "DeconvolvedCF",
+    "deconvolved_characteristic_function", "SimplexFit", "fit_simplex_fourier", "vertex_matching_error",
 ]
