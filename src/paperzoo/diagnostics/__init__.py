@@ -139,6 +139,9 @@ from paperzoo.diagnostics.simplex_learning import (regular_simplex, sample_noisy
                                                    simplex_characteristic_function, DeconvolvedCF,
                                                    deconvolved_characteristic_function, SimplexFit,
                                                    fit_simplex_fourier, vertex_matching_error)
+from paperzoo.diagnostics.hierarchical_poly import (ThreeLayerFit, hermite_features, quadratic_feature,
+                                                    layerwise_three_layer, three_layer_predict, learned_feature,
+                                                    feature_correlation)
 
 __all__ = [
     "class_wise_hessian_extremes", "hvp_operator", "lanczos", "LanczosResult", "PowerResult", "top_eigenvalue",
@@ -244,4 +247,6 @@ __all__ = [
     "symmetric_stable_noise", "wasserstein_stability",
     "regular_simplex", "sample_noisy_simplex", "simplex_characteristic_function", "DeconvolvedCF",
     "deconvolved_characteristic_function", "SimplexFit", "fit_simplex_fourier", "vertex_matching_error",
+    "ThreeLayerFit", "hermite_features", "quadratic_feature", "layerwise_three_layer", "three_layer_predict",
+    "learned_feature", "feature_correlation",
 ]
