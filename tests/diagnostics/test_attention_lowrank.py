@@ -13,12 +13,7 @@ from paperzoo.diagnostics.attention_lowrank import (
     polynomial_attention_error, polynomial_rank, taylor_error_bound, taylor_features)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: intra-op threads only add contention
 
 
 def _qkv(n=12, m=9, d=3, e=2, scale=0.6, seed=0, dtype=torch.float64):

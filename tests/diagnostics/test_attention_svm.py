@@ -65,14 +65,6 @@ def test_forward_grad_matches_autograd():
     torch.testing.assert_close(G, g, atol=1e-13, rtol=1e-10)
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead on the shared cores
-    yield
-    torch.set_num_threads(old)
-
-
 def test_gd_converges_to_fro_svm_and_kq_path_runs(one_thread):
     p = random_attention_problem(6, 5, 8, generator=torch.Generator().manual_seed(0))
     run = attention_gd(p["X"], p["Y"], p["v"], p["z"], 1500, lr=0.1, log_every=500)

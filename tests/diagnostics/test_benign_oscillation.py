@@ -16,12 +16,7 @@ from paperzoo.diagnostics.benign_oscillation import (PatchCNN, feature_alignment
                                                      oscillation_index, train_to_loss)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: intra-op threads only add contention
 
 
 def _gen(seed=0):

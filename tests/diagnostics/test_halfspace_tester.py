@@ -14,12 +14,7 @@ from hypothesis import strategies as st
 from paperzoo.diagnostics import halfspace_tester as ht
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: intra-op threads only add contention
 
 
 def _massart(n, d, seed, eta_max=0.2):

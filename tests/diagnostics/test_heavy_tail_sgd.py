@@ -184,7 +184,7 @@ def test_time_ratio_uses_the_checkpoint_nearest_half_the_run():
                               checkpoints=10, generator=_gen(16))
     assert s.steps.tolist() == list(range(6, 61, 6))
     assert s.time_ratio == pytest.approx(float(s.path[-1] / s.path[4]), rel=1e-12)   # step 30 = K / 2
-    assert math.isnan(s.stderr)
+    assert s.stderr == math.inf
 
 
 def test_strongly_convex_bound_closed_form():

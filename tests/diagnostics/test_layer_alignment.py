@@ -19,12 +19,7 @@ from paperzoo.diagnostics.layer_alignment import (
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: intra-op threads only add contention
 
 
 def _mlp(seed, dims=(4, 6, 5, 3), act=nn.Tanh, bias=True):

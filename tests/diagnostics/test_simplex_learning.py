@@ -26,12 +26,7 @@ from paperzoo.diagnostics.simplex_learning import (
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: intra-op threads only add contention
 
 
 def _gen(seed=0):

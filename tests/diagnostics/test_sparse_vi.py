@@ -17,12 +17,7 @@ from paperzoo.diagnostics.sparse_vi import (SpikeSlabVI, elbo_width_selection, h
                                             integrated_l2_risk, spike_slab_cavi, weierstrass_target)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: intra-op threads only add contention
 
 
 def _gen(seed=0):

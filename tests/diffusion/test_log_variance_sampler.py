@@ -25,13 +25,7 @@ LOG_C = 0.7
 TAU = SIGMA**2 * HORIZON
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: intra-op threads only add contention on a shared machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: intra-op threads only add contention
 
 
 def log_rho(x):

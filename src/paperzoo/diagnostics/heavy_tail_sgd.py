@@ -28,9 +28,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from paperzoo.core.accepts import Choice, FloatDType, Function, Generator, Int, Module, Real, Tensor, accepts
+from paperzoo.diagnostics._functional import flat_loss
 
 __all__ = [
     "symmetric_stable_noise", "heavy_tailed_langevin", "HeavyTailedRun", "wasserstein_stability",
@@ -80,24 +81,6 @@ def symmetric_stable_noise(num_samples: int, dim: int, alpha: float, *, dtype: t
 
 
 # -- the Euler scheme ----------------------------------------------------------------------------------------------
-
-def _flat(model: torch.nn.Module, loss_fn):
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("model must have parameters that require grad, got none")
-    names = [n for n, _ in named]
-    shapes = [p.shape for _, p in named]
-    sizes = [p.numel() for _, p in named]
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def batch_loss(theta, x, y):
-        params = {n: c.reshape(s) for n, s, c in zip(names, shapes, torch.split(theta, sizes))}
-        return loss_fn(functional_call(model, (params, frozen, buffers), (x,)), y).reshape(())
-
-    theta0 = torch.cat([p.detach().reshape(-1) for _, p in named])
-    return theta0, batch_loss
-
 
 def _check_common(inputs, targets):
     if inputs.shape[0] != targets.shape[0]:
@@ -185,7 +168,7 @@ def heavy_tailed_langevin(model: torch.nn.Module, loss_fn: Callable[[torch.Tenso
         [0.25, 0.25, 0.25]
     """
     _check_common(inputs, targets)
-    theta0, batch_loss = _flat(model, loss_fn)
+    theta0, batch_loss, _ = flat_loss(model, loss_fn)
     drift = _drift(batch_loss, weight_decay)
     scale = sigma * lr ** (1.0 / alpha)
     theta = theta0.expand(n_chains, -1).clone()
@@ -205,10 +188,12 @@ class CoupledStability(NamedTuple):
     """Coupling estimate of the Wasserstein-1 stability from :func:`wasserstein_stability`.
 
     ``distance``: mean over chains of :math:`\\lVert\\theta_K - \\hat\\theta_K\\rVert` (an upper bound on
-    :math:`W_1` of the two laws for any coupling, up to Monte Carlo error); ``stderr``: its standard error;
+    :math:`W_1` of the two laws for any coupling, up to Monte Carlo error); ``stderr``: its standard error (``inf``
+    with one chain);
     ``per_chain`` ``(C,)``; ``path`` ``(checkpoints,)``: the mean distance at steps ``steps``; ``n_iter``;
     ``finite``; ``time_ratio``: the mean distance at step ``K`` over that at the checkpoint nearest ``K / 2``
-    (about 1 once the distance is stationary, the paper's time-uniformity).
+    (about 1 once the distance is stationary, the paper's time-uniformity; 1 when both are 0, ``inf`` when only the
+    earlier one is).
     """
 
     distance: float
@@ -263,7 +248,7 @@ def _coupled(batch_loss, theta0, data, data_alt, alpha, sigma, lr, n_steps, n_ch
          targets_alt=Tensor(ndims=tuple(range(1, 9))), alpha=Real(ge=1, le=2), sigma=Real(ge=0), lr=Real(gt=0),
          n_steps=Int(ge=1), n_chains=Int(ge=1), weight_decay=Real(ge=0),
          coupling=Choice("synchronous", "independent"), checkpoints=Int(ge=1), generator=Generator(),
-         example=_example_pair)
+         example=_example_pair, infinite_ok=("stderr", "time_ratio"))
 def wasserstein_stability(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                           inputs: torch.Tensor, targets: torch.Tensor, inputs_alt: torch.Tensor,
                           targets_alt: torch.Tensor, *, alpha: float, sigma: float, lr: float, n_steps: int,
@@ -308,7 +293,7 @@ def wasserstein_stability(model: torch.nn.Module, loss_fn: Callable[[torch.Tenso
                          f"{tuple(targets_alt.shape)}")
     if checkpoints > n_steps:
         raise ValueError(f"checkpoints must be <= n_steps ({n_steps}), got {checkpoints}")
-    theta0, batch_loss = _flat(model, loss_fn)
+    theta0, batch_loss, _ = flat_loss(model, loss_fn)
     per_chain, path, steps = _coupled(batch_loss, theta0, (inputs, targets), (inputs_alt, targets_alt), float(alpha),
                                       float(sigma), float(lr), n_steps, n_chains, float(weight_decay), coupling,
                                       checkpoints, generator)
@@ -317,10 +302,11 @@ def wasserstein_stability(model: torch.nn.Module, loss_fn: Callable[[torch.Tenso
         warnings.warn(f"wasserstein_stability: non-finite iterates; lower lr (got {lr}) or sigma (got {sigma})",
                       RuntimeWarning, stacklevel=2)
     mean = float(per_chain.mean())
-    se = float(per_chain.std() / math.sqrt(n_chains)) if n_chains > 1 else float("nan")
+    se = float(per_chain.std() / math.sqrt(n_chains)) if n_chains > 1 else math.inf
     half = int(torch.argmin((steps - n_steps / 2).abs()))   # the checkpoint nearest K / 2 (the earlier one on ties)
     mid = float(path[half])
-    ratio = float(path[-1]) / mid if mid > 0 else float("nan")
+    last = float(path[-1])
+    ratio = last / mid if mid > 0 else (1.0 if last == 0 else math.inf)
     return CoupledStability(mean, se, per_chain, path, steps, n_steps, finite, ratio)
 
 

@@ -45,9 +45,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from paperzoo.core.accepts import Function, Generator, Int, Module, Real, Tensor, accepts
+from paperzoo.diagnostics._functional import flat_loss
 
 __all__ = ["EpochShift", "EpochSimulation", "gd_step_gap_change", "expected_gd_step_gap_change",
            "gradient_noise_trace", "sgd_epoch_shift", "simulate_epochs"]
@@ -90,30 +91,7 @@ class EpochSimulation(NamedTuple):
     finite: bool
 
 
-# -- flat functional views of a model -----------------------------------------------------------------------------
-
-def _flat(model: torch.nn.Module, loss_fn):
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("model must have parameters that require grad, got none")
-    names = [n for n, _ in named]
-    shapes = [p.shape for _, p in named]
-    sizes = [p.numel() for _, p in named]
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def unflat(theta):
-        return {n: c.reshape(s) for n, s, c in zip(names, shapes, torch.split(theta, sizes))}
-
-    def batch_loss(theta, x, y):
-        return loss_fn(functional_call(model, (unflat(theta), frozen, buffers), (x,)), y).reshape(())
-
-    def sample_loss(theta, x, y):
-        return batch_loss(theta, x.unsqueeze(0), y.unsqueeze(0))
-
-    theta0 = torch.cat([p.detach().reshape(-1) for _, p in named])
-    return theta0, batch_loss, sample_loss
-
+# -- per-sample gradient noise ------------------------------------------------------------------------------------
 
 def _noise_trace_fn(sample_loss):
     def trace(theta, x, y):
@@ -237,7 +215,7 @@ def gradient_noise_trace(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor
         (18.0, [36.0])
     """
     _check_epoch(model, loss_fn, inputs, targets, 1)
-    theta0, _, sample_loss = _flat(model, loss_fn)
+    theta0, _, sample_loss = flat_loss(model, loss_fn)
     fn = _noise_trace_fn(sample_loss)
     value = fn(theta0, inputs, targets)
     return float(value), grad(fn)(theta0, inputs, targets)
@@ -280,7 +258,7 @@ def sgd_epoch_shift(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, tor
     _check_epoch(model, loss_fn, inputs, targets, batch_size)
     n = inputs.shape[0]
     m = n // batch_size
-    theta0, _, sample_loss = _flat(model, loss_fn)
+    theta0, _, sample_loss = flat_loss(model, loss_fn)
     fn = _noise_trace_fn(sample_loss)
     trace = float(fn(theta0, inputs, targets))
     dtrace = grad(fn)(theta0, inputs, targets)
@@ -342,7 +320,7 @@ def simulate_epochs(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor, tor
         (torch.Size([3, 1]), True)
     """
     _check_epoch(model, loss_fn, inputs, targets, batch_size)
-    theta0, batch_loss, _ = _flat(model, loss_fn)
+    theta0, batch_loss, _ = flat_loss(model, loss_fn)
     sgd, gd, m = _simulate(batch_loss, theta0, inputs, targets, batch_size, lr, n_runs, generator)
     finite = bool(torch.isfinite(sgd).all()) and bool(torch.isfinite(gd).all())
     if not finite:

@@ -40,8 +40,9 @@ from torch.func import grad, vmap
 
 from paperzoo.core import ClaimContext, ClaimResult, claim
 from paperzoo.core.evidence import Control, fmt_mean_std
-from paperzoo.diagnostics.sgd_generalization_gap import (_flat, _noise_trace_fn, _simulate,
-                                                         expected_gd_step_gap_change, sgd_epoch_shift)
+from paperzoo.diagnostics._functional import flat_loss
+from paperzoo.diagnostics.sgd_generalization_gap import (_noise_trace_fn, _simulate, expected_gd_step_gap_change,
+                                                         sgd_epoch_shift)
 
 D, N, LR, BATCHES = 5, 64, 0.05, (8, 16)
 W_NORM, INIT_STD = 2.0, 0.5
@@ -73,7 +74,7 @@ def _logistic_data(n: int, w_star: torch.Tensor, g: torch.Generator):
 
 def _epoch_comparison(model, loss_fn, x, y, B, runs, g, x_test=None, y_test=None):
     pred = sgd_epoch_shift(model, loss_fn, x, y, batch_size=B, lr=LR)
-    theta0, batch_loss, sample_loss = _flat(model, loss_fn)
+    theta0, batch_loss, sample_loss = flat_loss(model, loss_fn)
     sgd, gd, _ = _simulate(batch_loss, theta0, x, y, B, LR, runs, g)
     Dr = sgd - gd
     Dm = Dr.mean(0)
@@ -118,7 +119,7 @@ def _gd_gap_part(n_sets: int, g: torch.Generator):
     model = torch.nn.Linear(D, 1, bias=False).double()
     with torch.no_grad():
         model.weight.copy_(theta0[None])
-    _, batch_loss, _ = _flat(model, _half_mse)
+    _, batch_loss, _ = flat_loss(model, _half_mse)
     x = torch.randn(n_sets, N, D, generator=g, dtype=torch.float64)
     y = (x @ w_star + LIN_NOISE * torch.randn(n_sets, N, generator=g, dtype=torch.float64))[..., None]
     gbar = vmap(grad(batch_loss), in_dims=(None, 0, 0))(theta0, x, y)
