@@ -5,13 +5,17 @@ Run ``python benchmarks/optim_step.py`` (about 10M float32 parameters, well unde
 them round by round so that background load hits all of them alike, and reports:
 
 - ``ms/step``: median wall time of one ``opt.step()`` (gradients fixed, state already initialised);
-- ``vs AdamW``: that time over ``torch.optim.AdamW(foreach=True)``'s;
-- ``state MB``: bytes held in ``opt.state``;
+- ``vs AdamW``: that time over ``torch.optim.AdamW(foreach=True)``'s; ``vs fused``: over ``AdamW(fused=True)``'s,
+  the fastest AdamW step a CPU user already has;
+- ``state MB``: bytes held in ``opt.state``; ``MB moved``: the bytes the update must read and write at least
+  (parameter and every state tensor read and written, gradient read);
+- ``floor ms``: ``MB moved`` over the best memory bandwidth measured in the same run: the fastest of a large
+  tensor copy (2 streams), a triad ``c = a + s b`` (3 streams), an ``addcmul`` (4 streams) and torch's fused AdamW
+  itself (7 streams), so no step can beat its floor by construction; ``x floor`` is the step time over that floor;
+- ``per byte vs fused``: time per byte moved over torch fused AdamW's (the target of the fused paperzoo steps);
 - ``nonfinite check``: the step with the default ``nonfinite="raise"`` over the same optimizer with
   ``nonfinite="ignore"`` (no check), alternating the two step by step, for the optimizers in NONFINITE_PAIRS;
-- ``floor ms``: the memory-bandwidth floor, the bytes the update must read and write at least (parameter and
-  every state tensor read and written, gradient read) divided by the bandwidth of a large tensor copy measured
-  in the same run; ``x floor`` is the step time over that floor.
+- ``torch.compile``'d AdamW (full runs only): its one-time compile cost is printed separately.
 
 Timing uses one thread by default (``--threads``): on a shared machine, multi-threaded element-wise kernels stall
 whenever another process holds a core, which made two-thread timings vary fourfold between runs here.
@@ -70,10 +74,20 @@ def _bind_cluster(opt):
     return opt
 
 
-def candidates(second_order: bool = False):
+def _compiled_adamw(params):
+    """torch AdamW (single-tensor) whose step is ``torch.compile``d; the first call compiles (timed by the caller)."""
+    opt = torch.optim.AdamW(params, foreach=False)
+    step = torch.compile(opt.step)
+    opt.step = step
+    return opt
+
+
+def candidates(second_order: bool = False, compiled: bool = False):
     """(name, factory, minimal number of full-size tensors the step must read+write) for each optimizer."""
     rows = [
         ("torch AdamW foreach", lambda ps: torch.optim.AdamW(ps, foreach=True), 7),
+        ("torch AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), 7),
+        ("torch AdamW single", lambda ps: torch.optim.AdamW(ps, foreach=False), 7),
         ("torch Adam(amsgrad) foreach", lambda ps: torch.optim.Adam(ps, amsgrad=True, foreach=True), 9),
         ("paperzoo ADOPT foreach", lambda ps: ADOPT(ps, foreach=True), 7),
         ("paperzoo ADOPT single", lambda ps: ADOPT(ps, foreach=False), 7),
@@ -119,6 +133,8 @@ def candidates(second_order: bool = False):
         ("paperzoo Discover qhm", lambda ps: _bind_cluster(Discover(ps, n_clusters=10, base="qhm")), 7),
     ]
 
+    if compiled:
+        rows.insert(3, ("torch AdamW compiled", _compiled_adamw, 7))
     if second_order:
         # Kronecker-factored preconditioners cost O(n^3) per factor update: seconds per step at this size, so they
         # are timed only on request (--second-order), against each other rather than against AdamW.
@@ -148,6 +164,28 @@ def copy_bandwidth(numel: int, repeats: int) -> float:
     return 2 * src.nbytes / min(times)
 
 
+def triad_bandwidth(numel: int, repeats: int, streams: int) -> float:
+    """Bytes per second of one fused elementwise kernel over ``streams`` float32 tensors (``streams - 1`` read, one
+    written): ``torch.add(a, b, alpha=s, out=c)`` for 3, ``torch.addcmul(a, b, c, value=s, out=d)`` for 4."""
+    if streams not in (3, 4):
+        raise ValueError(f"streams must be 3 or 4, got {streams}")
+    ins = [torch.randn(numel) for _ in range(streams - 1)]
+    out = torch.empty(numel)
+
+    def kernel():
+        if streams == 3:
+            torch.add(ins[0], ins[1], alpha=0.5, out=out)
+        else:
+            torch.addcmul(ins[0], ins[1], ins[2], value=0.5, out=out)
+    kernel()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernel()
+        times.append(time.perf_counter() - start)
+    return streams * out.nbytes / min(times)
+
+
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     return sum(v.nbytes for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
 
@@ -158,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (median over rounds)")
     parser.add_argument("--steps", type=int, default=None, help="steps per optimizer per round")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd AdamW row")
     parser.add_argument("--second-order", action="store_true",
                         help="also time the Kronecker-factored preconditioners (PSGD kron, pytorch-optimizer Kron)")
     args = parser.parse_args(argv)
@@ -179,15 +218,18 @@ def _run(args) -> int:
     g = torch.Generator().manual_seed(0)
     numel = sum(torch.Size(s).numel() for s in shapes)
     rows = []
-    for name, factory, passes in candidates(args.second_order):
+    compile_seconds = {}
+    for name, factory, passes in candidates(args.second_order, compiled=not args.quick and not args.no_compile):
         params = [torch.randn(s, generator=g).requires_grad_(True) for s in shapes]
         for p in params:
             p.grad = torch.randn(p.shape, generator=g)
         opt = factory(params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for _ in range(2):  # lazy state, and ADOPT's initialising step
-                opt.step()
+            start = time.perf_counter()
+            opt.step()  # lazy state, ADOPT's initialising step, torch.compile's compilation
+            compile_seconds[name] = time.perf_counter() - start
+            opt.step()
         rows.append(dict(name=name, opt=opt, passes=passes, times=[]))
 
     for _ in range(rounds):
@@ -199,19 +241,36 @@ def _run(args) -> int:
                     row["opt"].step()
                 row["times"].append((time.perf_counter() - start) / steps)
 
-    bandwidth = copy_bandwidth(max(numel, 1 << 20), repeats=3 if args.quick else 10)
+    big, repeats = max(numel, 1 << 20), 3 if args.quick else 10
+    by_row = {row["name"]: row for row in rows}
+    fused = by_row["torch AdamW fused"]
+    t_fused = statistics.median(fused["times"])
+    rates = {"copy (2 streams)": copy_bandwidth(big, repeats),
+             "triad (3 streams)": triad_bandwidth(big, repeats, 3),
+             "addcmul (4 streams)": triad_bandwidth(big, repeats, 4),
+             "torch fused AdamW (7 streams)": fused["passes"] * numel * 4 / min(fused["times"])}
+    best = max(rates, key=rates.get)
+    bandwidth = rates[best]
     ref = statistics.median(rows[0]["times"])
     print(f"{numel / 1e6:.2f}M float32 parameters in {len(shapes)} tensors, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, copy bandwidth {bandwidth / 1e9:.1f} GB/s, "
-          f"median of {rounds} rounds x {steps} steps")
-    header = f"{'optimizer':30s} {'ms/step':>9s} {'vs AdamW':>9s} {'state MB':>9s} {'floor ms':>9s} {'x floor':>8s}"
+          f"{torch.get_num_threads()} threads, median of {rounds} rounds x {steps} steps")
+    print("bandwidth (GB/s): " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in rates.items())
+          + f"; the floor uses the fastest, {best}")
+    header = (f"{'optimizer':34s} {'ms/step':>9s} {'vs AdamW':>9s} {'vs fused':>9s} {'state MB':>9s} "
+              f"{'MB moved':>9s} {'floor ms':>9s} {'x floor':>8s} {'per byte vs fused':>18s}")
     print(header)
     print("-" * len(header))
+    fused_per_byte = t_fused / (fused["passes"] * numel * 4)
     for row in rows:
         t = statistics.median(row["times"])
-        floor = row["passes"] * numel * 4 / bandwidth
-        print(f"{row['name']:30s} {t * 1e3:9.2f} {t / ref:9.2f} {state_bytes(row['opt']) / 1e6:9.1f} "
-              f"{floor * 1e3:9.2f} {t / floor:8.2f}")
+        moved = row["passes"] * numel * 4
+        floor = moved / bandwidth
+        print(f"{row['name']:34s} {t * 1e3:9.2f} {t / ref:9.2f} {t / t_fused:9.2f} "
+              f"{state_bytes(row['opt']) / 1e6:9.1f} {moved / 1e6:9.1f} {floor * 1e3:9.2f} {t / floor:8.2f} "
+              f"{t / moved / fused_per_byte:18.2f}")
+    if "torch AdamW compiled" in by_row:
+        print(f"\ntorch AdamW compiled: first step (compilation) {compile_seconds['torch AdamW compiled']:.1f} s, "
+              "paid once per process")
     print("\nnonfinite check: step time with the default nonfinite='raise' over 'ignore' (no check), the same")
     print("optimizer alternating the two policy step by step, median over steps:")
     by_name = {row["name"]: row["opt"] for row in rows}

@@ -222,3 +222,7 @@ def test_benchmark_quick_mode_runs(capsys):
     assert module.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "paperzoo ADOPT foreach" in out and "paperzoo AMSGrad single" in out
+    # the fastest peer and the floor that no step can beat by construction
+    assert "torch AdamW fused" in out and "per byte vs fused" in out and "the floor uses the fastest" in out
+    fused = next(line for line in out.splitlines() if line.startswith("torch AdamW fused"))
+    assert float(fused.split()[-2]) >= 1.0 - 1e-9   # x floor: the floor is at most fused AdamW's own time
