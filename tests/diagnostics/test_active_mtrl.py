@@ -158,3 +158,20 @@ def test_sampler_and_active_mtrl():
         active_mtrl(s, 5, X0, y0, 2, 40, pilot=10)
     with pytest.raises(ValueError, match="lam_ratio"):
         active_mtrl(s, 5, X0, y0, 2, 400, lam_ratio=1.5)
+
+
+def test_relevance_vectors_float32_and_rank_deficient_heads_stay_feasible():
+    # The fuzz table found a float32 W where the projected target left the numerical span and HiGHS reported
+    # infeasible; the program now lives on W's numerical row space in float64.
+    g = torch.Generator().manual_seed(3)
+    for trial in range(200):
+        k, m = 1 + trial % 6, 1 + (trial // 6) % 6
+        W = torch.randn(k, m, generator=g)
+        if m > 1 and trial % 2:
+            W[:, -1] = W[:, 0]
+        w0 = torch.randn(k, generator=g)
+        r = relevance_vectors(W, w0)
+        ref = torch.linalg.pinv(W.double()) @ w0.double()
+        torch.testing.assert_close(r.nu2.double(), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(W.double() @ r.nu1.double(), W.double() @ ref, atol=1e-4, rtol=1e-4)
+        assert r.nu1_l1 <= r.nu2_l1 * (1 + 1e-5) + 1e-6

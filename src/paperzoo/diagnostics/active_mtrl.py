@@ -131,18 +131,25 @@ def relevance_vectors(W: torch.Tensor, w0: torch.Tensor) -> RelevanceVectors:
         >>> [round(v, 4) for v in r.nu1.tolist()], round(r.nu1_l1, 4), round(r.nu2_l1, 4)
         ([0.0, 0.0, 1.0], 1.0, 1.3333)
     """
+    import numpy as np
     from scipy.optimize import linprog
 
-    nu2 = torch.linalg.pinv(W) @ w0
-    target = W @ nu2
-    residual = float((w0 - target).norm())
-    Wn = W.detach().cpu().double().numpy()
+    # In float64 on the numerical row space of W (rank r): W nu = proj(w0) is S_r V_r^T nu = U_r^T w0, a full-row-rank
+    # system, so the linear program stays feasible even when W is rank-deficient or given in float32.
+    Wn, b = W.detach().cpu().double().numpy(), w0.detach().cpu().double().numpy()
+    U, S, Vt = np.linalg.svd(Wn, full_matrices=False)
     m = Wn.shape[1]
-    import numpy as np
-
-    res = linprog(np.ones(2 * m), A_eq=np.hstack([Wn, -Wn]), b_eq=target.detach().cpu().double().numpy(),
-                  bounds=(0, None), method="highs")
-    if not res.success:  # pragma: no cover - the projected system is always feasible
+    r = int((S > S[0] * max(Wn.shape) * np.finfo(np.float64).eps).sum()) if S.size and S[0] > 0 else 0
+    coef = U[:, :r].T @ b
+    nu2d = Vt[:r].T @ (coef / S[:r])
+    residual = float(np.linalg.norm(b - U[:, :r] @ coef))
+    nu2 = torch.as_tensor(nu2d, dtype=W.dtype, device=W.device)
+    if r == 0:
+        zero = torch.zeros(m, dtype=W.dtype, device=W.device)
+        return RelevanceVectors(zero, zero.clone(), 0.0, 0.0, 0.0, residual)
+    A = S[:r, None] * Vt[:r]
+    res = linprog(np.ones(2 * m), A_eq=np.hstack([A, -A]), b_eq=coef, bounds=(0, None), method="highs")
+    if not res.success:  # pragma: no cover - a full-row-rank equality system is always feasible
         raise RuntimeError(f"basis pursuit failed: {res.message}")
     nu1 = torch.as_tensor(res.x[:m] - res.x[m:], dtype=W.dtype, device=W.device)
     nu1 = torch.where(nu1.abs() < 1e-12 * max(1.0, float(nu1.abs().max())), torch.zeros_like(nu1), nu1)
