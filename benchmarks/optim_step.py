@@ -77,8 +77,7 @@ def _bind_cluster(opt):
 def _compiled_adamw(params):
     """torch AdamW (single-tensor) whose step is ``torch.compile``d; the first call compiles (timed by the caller)."""
     opt = torch.optim.AdamW(params, foreach=False)
-    step = torch.compile(opt.step)
-    opt.step = step
+    opt.step = torch.compile(opt.step)
     return opt
 
 
@@ -152,16 +151,21 @@ def candidates(second_order: bool = False, compiled: bool = False):
     return rows
 
 
-def copy_bandwidth(numel: int, repeats: int) -> float:
-    """Bytes per second of ``dst.copy_(src)`` (one read and one write per element) on a large float32 tensor."""
-    src, dst = torch.randn(numel), torch.empty(numel)
-    dst.copy_(src)
+def _best_rate(kernel, nbytes: int, repeats: int) -> float:
+    """Bytes per second of ``kernel()`` moving ``nbytes``: one warm-up call, then the fastest of ``repeats``."""
+    kernel()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        dst.copy_(src)
+        kernel()
         times.append(time.perf_counter() - start)
-    return 2 * src.nbytes / min(times)
+    return nbytes / min(times)
+
+
+def copy_bandwidth(numel: int, repeats: int) -> float:
+    """Bytes per second of ``dst.copy_(src)`` (one read and one write per element) on a large float32 tensor."""
+    src, dst = torch.randn(numel), torch.empty(numel)
+    return _best_rate(lambda: dst.copy_(src), 2 * src.nbytes, repeats)
 
 
 def triad_bandwidth(numel: int, repeats: int, streams: int) -> float:
@@ -171,19 +175,9 @@ def triad_bandwidth(numel: int, repeats: int, streams: int) -> float:
         raise ValueError(f"streams must be 3 or 4, got {streams}")
     ins = [torch.randn(numel) for _ in range(streams - 1)]
     out = torch.empty(numel)
-
-    def kernel():
-        if streams == 3:
-            torch.add(ins[0], ins[1], alpha=0.5, out=out)
-        else:
-            torch.addcmul(ins[0], ins[1], ins[2], value=0.5, out=out)
-    kernel()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        kernel()
-        times.append(time.perf_counter() - start)
-    return streams * out.nbytes / min(times)
+    if streams == 3:
+        return _best_rate(lambda: torch.add(ins[0], ins[1], alpha=0.5, out=out), 3 * out.nbytes, repeats)
+    return _best_rate(lambda: torch.addcmul(ins[0], ins[1], ins[2], value=0.5, out=out), 4 * out.nbytes, repeats)
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
